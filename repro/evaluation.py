@@ -1,0 +1,50 @@
+"""Held-out evaluation for the micro world: greedy and sampled accuracy on the target task, and
+log-likelihood multiple-choice accuracy on the retention tasks."""
+
+from __future__ import annotations
+
+import torch
+
+from repro.rollout import HFGenerateBackend
+
+
+@torch.no_grad()
+def accuracy(model, backend: HFGenerateBackend, problems, verify, *, greedy: bool, max_new_tokens: int,
+             seed: int = 0) -> float:
+    roll = backend.generate(model, [p.prompt for p in problems], n=1, max_new_tokens=max_new_tokens,
+                            temperature=1.0, greedy=greedy, seed=seed)
+    return sum(verify(t, p.answer) for t, p in zip(roll.texts, problems)) / max(1, len(problems))
+
+
+@torch.no_grad()
+def mc_accuracy(model, tok, items) -> float:
+    """Share of items whose gold choice has the highest summed log-likelihood after the prompt."""
+    if not items:
+        return float("nan")
+    texts, owners, n_prompt = [], [], []
+    for i, it in enumerate(items):
+        plen = len(tok(it.prompt)["input_ids"])
+        for c in it.choices:
+            texts.append(f"{it.prompt} {c}")
+            owners.append(i)
+            n_prompt.append(plen)
+    was_training = model.training
+    model.eval()
+    old_side = tok.padding_side
+    tok.padding_side = "right"
+    enc = tok(texts, return_tensors="pt", padding=True)
+    tok.padding_side = old_side
+    logits = model(**{k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}).logits
+    model.train(was_training)
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, enc["input_ids"][:, 1:, None]).squeeze(-1)
+    pos = torch.arange(logp.shape[1])[None, :] + 1  # position of the predicted token
+    lengths = enc["attention_mask"].sum(1)
+    choice_mask = (pos >= torch.tensor(n_prompt)[:, None]) & (pos < lengths[:, None])
+    scores = (logp * choice_mask).sum(1)
+    correct = 0
+    k = 0
+    for it in items:
+        s = scores[k : k + len(it.choices)]
+        correct += int(s.argmax().item() == it.gold)
+        k += len(it.choices)
+    return correct / len(items)

@@ -1,0 +1,28 @@
+"""Policy loading by config: the locally pretrained micro model, or any HF causal LM by hub id/path."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from repro.errors import ConfigError
+from repro.models.micro import load_checkpoint, load_or_pretrain
+
+MODEL_KINDS = ("micro", "hf")
+
+
+def load_policy(cfg: DictConfig):
+    """(model, tokenizer) for `cfg.model`; tokenizer pads on the left for generation."""
+    kind = cfg.model.kind
+    if kind == "micro":
+        path = load_or_pretrain(cfg.task, cfg.model, cfg.paths.cache_dir)
+        return load_checkpoint(path)
+    if kind == "hf":
+        tok = AutoTokenizer.from_pretrained(cfg.model.path)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=getattr(torch, cfg.model.get("dtype", "float32")))
+        return model, tok
+    raise ConfigError(f"model.kind '{kind}' is not one of {MODEL_KINDS}")

@@ -1,0 +1,119 @@
+"""Rollout backends: generate completions and return token ids, masks and the sampler's log-probs.
+
+`HFGenerateBackend` (CPU and small GPUs) wraps `transformers.generate`; a vLLM backend for the
+paper scale implements the same `generate` signature (see `RolloutBackend`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import GenerationConfig
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    prompt_mask: torch.Tensor  # (B, P) 1 = real token
+    completion_ids: torch.Tensor  # (B, T) right-padded after the first eos
+    completion_mask: torch.Tensor  # (B, T) bool, True up to and including the first eos
+    sampler_logp: torch.Tensor  # (B, T) log-prob of each sampled token under the sampler
+    texts: list[str]  # decoded completions (special tokens stripped)
+
+    def select(self, idx: torch.Tensor) -> Rollout:
+        return Rollout(
+            self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx],
+            self.sampler_logp[idx], [self.texts[i] for i in idx.tolist()],
+        )
+
+
+class RolloutBackend(Protocol):
+    def generate(self, model, prompts: list[str], *, n: int, max_new_tokens: int, temperature: float,
+                 greedy: bool = False, seed: int | None = None) -> Rollout: ...
+
+
+def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, T) bool: tokens up to and including the first eos."""
+    is_eos = ids == eos_id
+    after = (is_eos.cumsum(1) - is_eos.long()) > 0  # strictly after the first eos
+    return ~after
+
+
+class HFGenerateBackend:
+    """`transformers.generate` sampling from the full distribution (no top-k/top-p), so that the
+    returned `sampler_logp` is the policy's own log-prob at the sampling temperature."""
+
+    def __init__(self, tokenizer, batch_size: int = 256) -> None:
+        self.tok = tokenizer
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def generate(self, model, prompts, *, n=1, max_new_tokens=32, temperature=1.0, greedy=False, seed=None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
+        gen_cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
+            top_k=None, top_p=None, pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
+            bos_token_id=self.tok.bos_token_id,
+        )
+        parts = []
+        was_training = model.training
+        model.eval()
+        for i in range(0, len(expanded), self.batch_size):
+            enc = self.tok(expanded[i : i + self.batch_size], return_tensors="pt", padding=True)
+            enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            out = model.generate(**enc, generation_config=gen_cfg, return_dict_in_generate=True, output_logits=True)
+            P = enc["input_ids"].shape[1]
+            comp = out.sequences[:, P:]  # (b, T)
+            logits = torch.stack(out.logits, dim=1).float()  # (b, T, V)
+            if not greedy:
+                logits = logits / temperature
+            logp = torch.log_softmax(logits, -1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)  # (b, T)
+            parts.append((enc["input_ids"], enc["attention_mask"], comp, logp))
+        model.train(was_training)
+        P = max(p[0].shape[1] for p in parts)
+        T = max(p[2].shape[1] for p in parts)
+        pad = self.tok.pad_token_id
+        prompt_ids = torch.cat([_lpad(p[0], P, pad) for p in parts])
+        prompt_mask = torch.cat([_lpad(p[1], P, 0) for p in parts])
+        comp_ids = torch.cat([_rpad(p[2], T, pad) for p in parts])
+        sampler_logp = torch.cat([_rpad(p[3], T, 0.0) for p in parts])
+        mask = completion_mask(comp_ids, self.tok.eos_token_id) & (comp_ids != pad)
+        comp_ids = comp_ids.masked_fill(~mask, pad)
+        sampler_logp = sampler_logp.masked_fill(~mask, 0.0)
+        texts = self.tok.batch_decode(comp_ids, skip_special_tokens=True)
+        return Rollout(prompt_ids, prompt_mask, comp_ids, mask, sampler_logp, texts)
+
+
+def _lpad(x: torch.Tensor, width: int, value) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+
+def _rpad(x: torch.Tensor, width: int, value) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+def sequence_logits(model, rollout: Rollout, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (B, T, V) the model assigns to each completion position (teacher forcing)."""
+    r = rollout if idx is None else rollout.select(idx)
+    ids = torch.cat([r.prompt_ids, r.completion_ids], 1)  # (B, P+T)
+    attn = torch.cat([r.prompt_mask, r.completion_mask.long()], 1)
+    # Same positions as generate() uses with left padding.
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    P = r.prompt_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos)
+    return out.logits[:, P - 1 : -1].float()
+
+
+def token_logp(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(ids | prefix) from logits (B, T, V) -> (B, T)."""
+    return torch.log_softmax(logits / temperature, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each position's next-token distribution (B, T)."""
+    logp = torch.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1)

@@ -1,0 +1,409 @@
+"""Generate `paper_tables/<slug>/comparison.md` and its figures from the committed run records.
+
+    from repro.tables import write_all, write_tables
+    write_tables("clipping_bottleneck", Path("results"), Path("paper_tables"))
+
+Reads `<tables_dir>/<slug>/claimed.yaml` and the canonical records
+`<results_dir>/<slug>/<scale>/<arm>/seed<seed>.json` (failed runs `seed<seed>.failed.json` are
+listed, never counted; `adhoc/` runs are ignored). A comparison.md that counted more runs than are
+found now is kept unless `force=True`, so a partial checkout cannot silently shrink a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repro.errors import ConfigError
+from repro.tables.claims import (
+    NOT_RUN,
+    VERDICTS,
+    ClaimedPaper,
+    ClaimResult,
+    evaluate_all,
+    load_claimed,
+    metric_value,
+)
+from repro.tables.figures import sort_arms, write_figures
+
+RUNS_MARKER = re.compile(r"<!--\s*repro:runs=(\d+)\s*-->")
+_SEED_FILE = re.compile(r"^seed(\d+)(\.failed)?\.json$")
+NO_SCALE = "—"
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run that is listed but not counted: failed, or a record at a canonical path that is not a
+    finished canonical run. `superseded`: a finished run of the same seed exists."""
+
+    scale: str
+    arm: str
+    seed: int
+    reason: str
+    run_id: str
+    path: Path
+    superseded: bool = False
+
+
+@dataclass
+class RunSet:
+    """The records of one paper: scale -> arm -> seed -> record, plus what was not counted."""
+
+    records: dict[str, dict[str, dict[int, dict[str, Any]]]]
+    failed: list[FailedRun]
+
+    @property
+    def n(self) -> int:
+        return sum(len(seeds) for arms in self.records.values() for seeds in arms.values())
+
+
+@dataclass
+class TablesReport:
+    """What `write_tables` did. `written` is False when an existing table counted more runs."""
+
+    slug: str
+    path: Path
+    written: bool
+    runs: int
+    previous_runs: int | None
+    message: str
+    results: list[ClaimResult] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    failed: list[FailedRun] = field(default_factory=list)
+
+    def verdict_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for r in self.results:
+            counts[r.verdict] += 1
+        return dict(counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"unreadable run record {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"run record {path}: expected a JSON object")
+    return data
+
+
+def load_records(results_dir: Path, slug: str) -> RunSet:
+    """Canonical records of one paper; failed and non-canonical records go to `failed`."""
+    records: dict[str, dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    failed: list[FailedRun] = []
+    for path in sorted(Path(results_dir, slug).glob("*/*/seed*.json")):
+        match = _SEED_FILE.match(path.name)
+        if not match:
+            continue
+        scale, arm, seed = path.parent.parent.name, path.parent.name, int(match.group(1))
+        rec = _read_json(path)
+        reason = None
+        if match.group(2):
+            reason = str(rec.get("failure_reason") or f"status {rec.get('status', '?')}")
+        else:
+            if rec.get("schema") != 1:
+                raise ConfigError(f"run record {path}: unsupported schema {rec.get('schema')!r} (expected 1)")
+            where = {"paper": slug, "scale": scale, "arm": arm, "seed": seed}
+            wrong = [f"{k}={rec[k]!r}" for k, v in where.items() if k in rec and rec[k] != v]
+            if rec.get("status") != "FINISHED":
+                reason = f"status {rec.get('status')!r}: {rec.get('failure_reason') or 'no reason recorded'}"
+            elif rec.get("overrides"):
+                reason = f"not canonical: overrides {rec['overrides']}"
+            elif wrong:
+                reason = f"record says {', '.join(wrong)}, which does not match its path"
+        if reason is None:
+            records[scale][arm][seed] = rec
+        else:
+            failed.append(FailedRun(scale, arm, seed, reason, str(rec.get("run_id") or ""), path))
+    failed = [
+        FailedRun(f.scale, f.arm, f.seed, f.reason, f.run_id, f.path, f.seed in records[f.scale][f.arm])
+        for f in failed
+    ]
+    plain = {s: {a: dict(seeds) for a, seeds in arms.items() if seeds} for s, arms in records.items()}
+    return RunSet({s: arms for s, arms in plain.items() if arms}, failed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _fmt(x: float, signed: bool = False) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    # Fixed decimals read best for accuracies and shares; tiny and huge values keep their digits.
+    spec = ".1e" if 0 < abs(x) < 0.001 else ".0f" if abs(x) >= 1000 else ".3f"
+    return format(x, ("+" if signed else "") + spec)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", "<br>")
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _prediction(r: ClaimResult) -> str:
+    m = r.claim.measure
+    if m.kind == "value":
+        return f"claimed range [{_fmt(m.range[0])}, {_fmt(m.range[1])}]"  # type: ignore[index]
+    if m.direction == 0:
+        bound = f"< {_fmt(m.min_effect, True)}" if m.better > 0 else f"> {_fmt(-m.min_effect, True)}"
+        return f"predicted: no helpful effect (CI {bound})"
+    text = f"predicted {'>' if m.direction > 0 else '<'} 0, min effect {_fmt(m.min_effect)}"
+    if m.range is not None:
+        text += f", claimed range [{_fmt(m.range[0])}, {_fmt(m.range[1])}]"
+    return text
+
+
+def _claim_row(r: ClaimResult) -> list[str]:
+    c = r.claim
+    claim = f"**{c.id}**: {c.text}<br><sub>{c.measure.describe()}; {_prediction(r)}</sub>"
+    summary = "—"
+    if c.summary is not None:
+        summary = c.summary.value + (f" ({c.summary.source})" if c.summary.source else "")
+        if c.summary.correction:
+            summary += f"<br>*sources: {c.summary.correction}*"
+    est = r.estimate
+    if est is None or est.n == 0:
+        reproduced, ci = "—", "—"
+    else:
+        signed = c.measure.kind != "value"
+        sd = _fmt(est.sd) if est.n > 1 else "—"
+        reproduced = f"{_fmt(est.mean, signed)} ± {sd} (n={est.n})"
+        ci = "undefined (n<2)"
+        if est.ci is not None:
+            ci = f"[{_fmt(est.ci[0], signed)}, {_fmt(est.ci[1], signed)}]"
+    if r.notes:
+        reproduced += "<br><sub>" + "; ".join(r.notes) + "</sub>"
+    run_ids = "<br>".join(f"{arm}: {', '.join(ids)}" for arm, ids in r.run_ids.items() if ids) or "—"
+    return [claim, f"{c.claimed} ({c.source})", summary, reproduced, ci, f"**{r.verdict}**", r.scale, run_ids]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return _fmt(values[0])
+    return f"{_fmt(float(np.mean(values)))} ± {_fmt(float(np.std(values, ddof=1)))}"
+
+
+def _duration(seconds: list[float]) -> str:
+    if not seconds:
+        return "—"
+    s = float(np.mean(seconds))
+    return f"{s:.0f} s/run" if s < 120 else f"{s / 60:.1f} min/run" if s < 7200 else f"{s / 3600:.1f} h/run"
+
+
+def _git(runs: RunSet) -> str:
+    shas: set[str] = set()
+    dirty = 0
+    for arms in runs.records.values():
+        for seeds in arms.values():
+            for rec in seeds.values():
+                prov = rec.get("provenance") or {}
+                shas.add(str(prov.get("git_sha") or "unknown")[:10])
+                dirty += bool(prov.get("git_dirty"))
+    if not shas:
+        return "git —"
+    text = "git " + ", ".join(sorted(shas)) + (" (mixed)" if len(shas) > 1 else "")
+    return text + (f", dirty tree in {dirty} run(s)" if dirty else "")
+
+
+def _runs_table(paper: ClaimedPaper, runs: RunSet) -> list[str]:
+    lines = [
+        "| scale | arm | seeds | status | ID greedy acc (final) | OOD greedy acc (final) | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    failed_by = defaultdict(list)
+    for f in runs.failed:
+        failed_by[(f.scale, f.arm)].append(f)
+    scales = sorted(set(runs.records) | {f.scale for f in runs.failed}) or [NO_SCALE]
+    for scale in scales:
+        recs = runs.records.get(scale, {})
+        arms = sort_arms(list(set(paper.arms) | set(recs) | {a for s, a in failed_by if s == scale}))
+        for arm in arms:
+            seeds = recs.get(arm, {})
+            fails = failed_by.get((scale, arm), [])
+            parts = [f"{len(seeds)} finished"] if seeds else []
+            parts += [f"{len(fails)} not counted (see below)"] if fails else []
+            status = ", ".join(parts)
+            acc = {}
+            for m in ("eval/id/greedy_acc", "eval/ood/greedy_acc"):
+                acc[m] = [v for r in seeds.values() if (v := metric_value(r, m, "final")) is not None]
+            walls = [(r.get("provenance") or {}).get("wall_time_s") for r in seeds.values()]
+            walls = [float(w) for w in walls if w is not None]
+            lines.append(
+                _row(
+                    [
+                        scale,
+                        arm,
+                        ", ".join(map(str, sorted(seeds))) or "—",
+                        status or NOT_RUN,
+                        _mean_sd(acc["eval/id/greedy_acc"]),
+                        _mean_sd(acc["eval/ood/greedy_acc"]),
+                        _duration(walls),
+                    ]
+                )
+            )
+    return lines
+
+
+def render_markdown(
+    paper: ClaimedPaper,
+    runs: RunSet,
+    results: dict[str, list[ClaimResult]],
+    figures: list[tuple[str, Path]],
+    generated_at: datetime,
+) -> str:
+    """The whole comparison.md as a string (figure paths are written relative to it)."""
+    when = generated_at.strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        f"# {paper.paper}",
+        "",
+        f"arXiv [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}) · claims and sources: `claimed.yaml`",
+        "",
+        f"generated by `repro tables` from {runs.n} runs at {when}, {_git(runs)}. "
+        "Generated file: do not edit, rerun `repro tables`.",
+        "",
+        f"<!-- repro:runs={runs.n} -->",
+        "",
+    ]
+    header = [
+        "| claim | claimed (source) | popular summary | reproduced: mean ± sd (n) | 95% CI | verdict | scale "
+        "| run ids |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scale, rows in results.items():
+        counts = defaultdict(int)
+        for r in rows:
+            counts[r.verdict] += 1
+        tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+        out += [f"## Claims at scale `{scale}`", "", f"{len(rows)} claims: {tally}.", "", *header]
+        out += [_row(_claim_row(r)) for r in rows]
+        out.append("")
+    out += [
+        "**How to read.** Effects are treatment − control paired by seed (only seeds both arms ran); "
+        "`change` is final − initial within an arm per seed; `value` is an arm's mean over seeds. "
+        "sd over seeds (ddof=1); 95% CI from Student's t. `min_effect` and ranges come from "
+        "`claimed.yaml`. Verdicts:",
+        "",
+    ]
+    out += [f"- **{v}**: {text}" for v, text in VERDICTS.items()]
+    out += ["", "## Runs", "", *_runs_table(paper, runs), ""]
+    if runs.failed:
+        out += ["### Failed or excluded runs (not counted)", ""]
+        for f in runs.failed:
+            note = " A finished run of this seed exists and is the one counted." if f.superseded else ""
+            rid = f" (run {f.run_id[:8]})" if f.run_id else ""
+            out.append(f"- `{f.scale}/{f.arm}` seed {f.seed}{rid}: {_cell(f.reason).rstrip('.')}.{note}")
+        out.append("")
+    if figures:
+        out += ["## Figures", ""]
+        for caption, path in figures:
+            out += [f"![{caption}]({path.name})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def previous_runs(path: Path) -> int | None:
+    """The run count recorded in an existing comparison.md, or None (no file, no marker)."""
+    if not path.exists():
+        return None
+    match = RUNS_MARKER.search(path.read_text())
+    return int(match.group(1)) if match else None
+
+
+def write_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> TablesReport:
+    """Write `tables_dir/<slug>/comparison.md` and its `fig_*.png` from the run records of `slug`.
+
+    Refuses (prints why, returns `written=False`, touches nothing) when the existing comparison.md
+    counted more runs than are found now, unless `force`."""
+    out_dir = Path(tables_dir) / slug
+    claimed_path = out_dir / "claimed.yaml"
+    if not claimed_path.exists():
+        raise ConfigError(f"no claims file for paper '{slug}': {claimed_path} does not exist")
+    paper = load_claimed(claimed_path)
+    runs = load_records(Path(results_dir), slug)
+    md_path = out_dir / "comparison.md"
+
+    before = previous_runs(md_path)
+    if before is not None and before > runs.n and not force:
+        msg = (
+            f"{slug}: NOT overwriting {md_path}: it counted {before} runs, only {runs.n} found now "
+            f"in {Path(results_dir) / slug}. Pass force=True (--force) to overwrite."
+        )
+        print(msg, file=sys.stderr)
+        return TablesReport(slug, md_path, False, runs.n, before, msg, failed=runs.failed)
+
+    results: dict[str, list[ClaimResult]] = {}
+    figures: list[tuple[str, Path]] = []
+    for scale in sorted(runs.records) or [NO_SCALE]:
+        recs = runs.records.get(scale, {})
+        results[scale] = evaluate_all(paper, recs, scale)
+        if recs:
+            figures += write_figures(recs, results[scale], scale, out_dir)
+    # Figures of scales/metrics that no longer have data would be stale.
+    keep = {p.name for _, p in figures}
+    for old in out_dir.glob("fig_*.png"):
+        if old.name not in keep:
+            old.unlink()
+
+    text = render_markdown(paper, runs, results, figures, datetime.now(UTC))
+    _atomic_write(md_path, text)
+    flat = [r for rows in results.values() for r in rows]
+    report = TablesReport(slug, md_path, True, runs.n, before, "", flat, [p for _, p in figures], runs.failed)
+    tally = ", ".join(f"{n} {v}" for v, n in report.verdict_counts().items())
+    report.message = f"{slug}: wrote {md_path} from {runs.n} runs ({len(runs.failed)} not counted): {tally}"
+    return report
+
+
+def write_all(results_dir: Path, tables_dir: Path, force: bool = False) -> list[TablesReport]:
+    """`write_tables` for every `tables_dir/*/claimed.yaml`, in slug order."""
+    return [
+        write_tables(p.parent.name, results_dir, tables_dir, force)
+        for p in sorted(Path(tables_dir).glob("*/claimed.yaml"))
+    ]
+
+
+__all__ = [
+    "FailedRun",
+    "RunSet",
+    "TablesReport",
+    "load_records",
+    "previous_runs",
+    "render_markdown",
+    "write_all",
+    "write_tables",
+]

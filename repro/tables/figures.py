@@ -1,0 +1,177 @@
+"""PNG figures for a paper's comparison table (matplotlib, Agg backend).
+
+Per scale: one curve plot per metric in CURVE_METRICS (arms as lines: mean over seeds, band =
+min–max over seeds), and one bar chart of every effect/change claim's mean with its 95% CI.
+Arms sharing a base name (`dapo`, `dapo_nsr`, ...) share a colour; the suffix sets the line style.
+Called by `repro.tables.build.write_tables`; files are `fig_<scale>_<name>.png`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from repro.tables.claims import ArmRecords, ClaimResult  # noqa: E402
+
+CURVE_METRICS = (
+    "eval/id/greedy_acc",
+    "train/entropy",
+    "train/clipfrac",
+    "train/nbm_abs_sig_of_clipped",
+    "train/reward_mean",
+)
+VERDICT_COLOURS = {
+    "reproduced": "tab:green",
+    "direction only": "tab:olive",
+    "not reproduced": "tab:red",
+    "inconclusive": "tab:gray",
+}
+_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr", "PuRd")
+_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def arm_styles(arms: Sequence[str]) -> dict[str, dict]:
+    """Colour family by base name (the part before the first `_`), shade by position within the
+    family (the plain arm darkest), line style by suffix: `dapo` and `dapo_nsr` share a hue,
+    `grpo_nsr` and `dapo_nsr` share a dash. Stable for a given set of arm names."""
+    arms = sort_arms(arms)
+    bases = sorted({a.split("_", 1)[0] for a in arms})
+    suffixes = sorted({a.partition("_")[2] for a in arms})
+    styles = {}
+    for arm in arms:
+        base, _, suffix = arm.partition("_")
+        family = [a for a in arms if a.split("_", 1)[0] == base]
+        cmap = plt.get_cmap(_FAMILIES[bases.index(base) % len(_FAMILIES)])
+        shade = 0.9 - 0.45 * family.index(arm) / max(len(family) - 1, 1)
+        styles[arm] = {
+            "color": cmap(shade),
+            "linestyle": _LINESTYLES[suffixes.index(suffix) % len(_LINESTYLES)],
+        }
+    return styles
+
+
+def sort_arms(arms: Sequence[str]) -> list[str]:
+    """Base name first, the plain arm before its variants."""
+    return sorted(arms, key=lambda a: (a.split("_", 1)[0], "_" in a, a))
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    # Atomic: render to a temp file in the same folder, then rename over the target.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _seed_curves(records: Mapping[int, Mapping], metric: str) -> dict[int, dict[int, float]]:
+    out = {}
+    for seed, rec in records.items():
+        points = (rec.get("curves") or {}).get(metric)
+        if points:
+            out[seed] = {int(s): float(v) for s, v in points if v is not None and math.isfinite(v)}
+    return out
+
+
+def curve_figure(records: ArmRecords, metric: str, scale: str, path: Path) -> Path | None:
+    """Mean over seeds per arm with a min–max band; None (nothing written) if no record has `metric`."""
+    per_arm = {arm: _seed_curves(recs, metric) for arm, recs in records.items()}
+    per_arm = {arm: c for arm, c in per_arm.items() if c}
+    if not per_arm:
+        return None
+    styles = arm_styles(list(records))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for arm in sort_arms(list(per_arm)):
+        curves = per_arm[arm]
+        steps = sorted(set().union(*curves.values()))
+        # Seeds may log different steps; each step aggregates the seeds that have it.
+        vals = [[c[s] for c in curves.values() if s in c] for s in steps]
+        mean = np.array([np.mean(v) for v in vals])
+        lo = np.array([np.min(v) for v in vals])
+        hi = np.array([np.max(v) for v in vals])
+        st = styles[arm]
+        ax.plot(steps, mean, label=f"{arm} (n={len(curves)})", lw=1.6, **st)
+        if len(curves) > 1:
+            ax.fill_between(steps, lo, hi, color=st["color"], alpha=0.12, lw=0)
+    ax.set_title(f"{metric} — scale {scale}\nline: mean over seeds; band: min–max over seeds")
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def _predicted(r: ClaimResult) -> str:
+    m = r.claim.measure
+    if m.direction == 0:
+        return "pred. no gain"
+    return "pred. > 0" if m.direction > 0 else "pred. < 0"
+
+
+def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Path | None:
+    """Horizontal bars: each effect/change claim's mean with its 95% CI, coloured by verdict.
+    Claims without runs are left out; None if none remain."""
+    rows = [
+        r
+        for r in results
+        if r.claim.measure.kind in ("effect", "change") and r.estimate is not None and r.estimate.n > 0
+    ]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.6))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        est = r.estimate
+        colour = VERDICT_COLOURS.get(r.verdict, "tab:gray")
+        ax.barh(yi, est.mean, color=colour, alpha=0.6, height=0.6)
+        if est.ci is not None:
+            lo, hi = est.ci
+            xerr = [[est.mean - lo], [hi - est.mean]]
+            ax.errorbar(est.mean, yi, xerr=xerr, fmt="none", ecolor="k", capsize=3)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_yticks(y)
+    labels = [f"{r.claim.id}\n{r.claim.measure.metric}, {_predicted(r)} (n={r.estimate.n})" for r in rows]
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("effect (treatment − control, or final − init), in each metric's own units")
+    ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% t CI")
+    present = [v for v in VERDICT_COLOURS if any(r.verdict == v for r in rows)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=VERDICT_COLOURS[v], alpha=0.6) for v in present]
+    ax.legend(handles, present, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def metric_slug(metric: str) -> str:
+    return metric.replace("/", "_")
+
+
+def write_figures(
+    records: ArmRecords, results: Sequence[ClaimResult], scale: str, out_dir: Path
+) -> list[tuple[str, Path]]:
+    """All figures of one scale into out_dir; returns (caption, path) for those written."""
+    written = []
+    for metric in CURVE_METRICS:
+        p = curve_figure(records, metric, scale, out_dir / f"fig_{scale}_{metric_slug(metric)}.png")
+        if p is not None:
+            written.append((f"{metric} per arm ({scale})", p))
+    p = effects_figure(results, scale, out_dir / f"fig_{scale}_effects.png")
+    if p is not None:
+        written.append((f"claimed effects with 95% CI ({scale})", p))
+    return written

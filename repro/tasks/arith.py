@@ -1,0 +1,259 @@
+"""The micro world: seeded arithmetic word problems plus two retention tasks, for tiny models.
+
+Target task (GSM8K-like): "q : tom has 5 apples . tom finds 3 . tom loses 2 . how many apples ? a :"
+answered either by a worked solution "5 + 3 = 8 . 8 - 2 = 6 . #### 6" or by a direct guess
+"#### 7". Pretraining shows both styles; direct answers are right only part of the time
+(`direct_correct`), worked ones always. The base model therefore *knows* a reliable strategy but
+mostly picks the unreliable one: a weakness RL can fix by reweighting an early choice, which is
+what GRPO-style training does well (STACK-NOTES: RL cannot teach missing arithmetic facts).
+
+Retention tasks (scored by log-likelihood over choices, present in pretraining):
+- `facts` (MMLU-like): made-up entities with attributes ("q : what color is zib ? a : red").
+- `truths` (TruthfulQA-like): each entity has a popular myth, repeated more often than its truth
+  ("people say kor is glass ." vs "q : what is kor really ? a : stone"); asked for the truth.
+
+Why hand-written rather than reasoning-gym: a ~1M-parameter model needs a closed vocabulary of a
+few hundred whole-word tokens, answers in a fixed terse format with two solution styles, and
+retention facts in the same corpus; reasoning-gym's tasks are free English with no worked-solution
+styles. The verifier parses `#### <int>` and never evaluates text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+
+from repro.errors import ConfigError
+
+NAMES = ["tom", "ann", "bob", "sue", "max", "liz", "sam", "eva"]
+OBJECTS = ["apples", "coins", "cards", "books", "eggs", "pens", "shells", "stamps"]
+PLUS_VERBS = ["finds", "buys", "gets", "wins"]
+MINUS_VERBS = ["loses", "sells", "eats", "gives"]
+ATTRS = {
+    "color": ["red", "blue", "green", "gold", "gray", "pink"],
+    "food": ["fish", "seeds", "grass", "fruit", "meat", "bugs"],
+    "home": ["cave", "tree", "lake", "hill", "nest", "sand"],
+}
+TRUTH_WORDS = ["stone", "glass", "wood", "iron", "clay", "wax", "salt", "silk"]
+FUNCTION_WORDS = ["q", ":", "a", "has", ".", "?", "how", "many", "+", "-", "=", "####", "what", "is",
+                  "really", "people", "say", "fact"] + list(ATTRS)
+
+_ANSWER_RE = re.compile(r"####\s*(-?\d+)")
+
+
+def extract_answer(text: str) -> str | None:
+    """The integer after the first `####`, as a string; None when there is none (never evaluates)."""
+    m = _ANSWER_RE.search(text)
+    return m.group(1) if m else None
+
+
+def verify(completion: str, answer: str) -> bool:
+    """Exact match of the parsed final answer with the gold answer."""
+    got = extract_answer(completion)
+    return got is not None and answer is not None and int(got) == int(answer)
+
+
+def _entity_names(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    cons, vows = "bdfgklmnprstvz", "aeiou"
+    out: list[str] = []
+    while len(out) < n:
+        w = rng.choice(cons) + rng.choice(vows) + rng.choice(cons)
+        if w not in out and w not in FUNCTION_WORDS and w not in NAMES:
+            out.append(w)
+    return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str
+    steps: int
+    worked: str  # the reliable solution style
+    nums: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class MCItem:
+    prompt: str
+    choices: tuple[str, ...]
+    gold: int
+
+
+@dataclass
+class ArithWorld:
+    """Seeded generator of the micro world. All knobs come from the `task` config group."""
+
+    min_steps: int = 1
+    max_steps: int = 3
+    ood_steps: tuple[int, ...] = (4,)
+    start_range: tuple[int, int] = (2, 15)
+    operand_range: tuple[int, int] = (1, 9)
+    max_value: int = 30
+    direct_share: float = 0.7
+    direct_correct: float = 0.35
+    n_fact_entities: int = 30
+    n_truth_entities: int = 16
+    myth_repeats: int = 3
+    heldout_mod: int = 10  # problems whose text hashes to 0 mod this are eval-only
+    world_seed: int = 0
+    facts: list[tuple[str, str, str]] = field(init=False)
+    truths: list[tuple[str, str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start_range = tuple(self.start_range)  # type: ignore[assignment]
+        self.operand_range = tuple(self.operand_range)  # type: ignore[assignment]
+        self.ood_steps = tuple(self.ood_steps)
+        self._validate()
+        rng = random.Random(self.world_seed)
+        ents = _entity_names(self.n_fact_entities + self.n_truth_entities, self.world_seed)
+        self.facts = [(e, kind, rng.choice(vals)) for e in ents[: self.n_fact_entities] for kind, vals in ATTRS.items()]
+        self.truths = []
+        for e in ents[self.n_fact_entities:]:
+            truth, myth = rng.sample(TRUTH_WORDS, 2)
+            self.truths.append((e, truth, myth))
+
+    @classmethod
+    def from_cfg(cls, cfg) -> ArithWorld:
+        kw = {k: v for k, v in dict(cfg).items() if k not in ("name", "kind")}
+        unknown = set(kw) - set(cls._knobs())
+        if unknown:
+            raise ConfigError(f"unknown task key(s) {sorted(unknown)}; valid: {sorted(cls._knobs())}")
+        return cls(**{k: (list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v) for k, v in kw.items()})
+
+    @classmethod
+    def _knobs(cls) -> list[str]:
+        return [k for k in cls.__dataclass_fields__ if k not in ("facts", "truths")]
+
+    def _validate(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"task.{key} {why}")
+
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise bad("min_steps", f"must satisfy 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if any(s < 1 for s in self.ood_steps):
+            raise bad("ood_steps", f"must be >= 1, got {self.ood_steps}")
+        for key in ("direct_share", "direct_correct"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise bad(key, f"is a probability and must be in [0, 1], got {getattr(self, key)}")
+        lo, hi = self.start_range
+        if not 0 <= lo <= hi <= self.max_value:
+            raise bad("start_range", f"must satisfy 0 <= lo <= hi <= max_value, got {self.start_range}")
+        lo, hi = self.operand_range
+        if not 1 <= lo <= hi <= self.max_value:
+            raise bad("operand_range", f"must satisfy 1 <= lo <= hi <= max_value, got {self.operand_range}")
+        if self.heldout_mod < 2:
+            raise bad("heldout_mod", f"must be >= 2, got {self.heldout_mod}")
+
+    # ---------------------------------------------------------------- vocabulary
+    def vocab_words(self) -> list[str]:
+        words = list(FUNCTION_WORDS) + NAMES + OBJECTS + PLUS_VERBS + MINUS_VERBS + TRUTH_WORDS
+        words += [v for vals in ATTRS.values() for v in vals]
+        words += [e for e, _, _ in self.facts[:: len(ATTRS)]] + [e for e, _, _ in self.truths]
+        words += [str(i) for i in range(self.max_value + 1)]
+        seen: dict[str, None] = {}
+        for w in words:
+            seen.setdefault(w, None)
+        return list(seen)
+
+    # ---------------------------------------------------------------- target task
+    def _make_problem(self, rng: random.Random, steps: int) -> Problem:
+        name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
+        value = rng.randint(*self.start_range)
+        sents, work, nums = [f"{name} has {value} {obj} ."], [], [value]
+        for _ in range(steps):
+            b = rng.randint(*self.operand_range)
+            ops = [op for op in "+-" if 0 <= (value + b if op == "+" else value - b) <= self.max_value]
+            op = rng.choice(ops) if ops else "+"
+            if not ops:  # operand too large either way: shrink it (keeps every value in vocab)
+                b = min(b, self.max_value - value)
+            new = value + b if op == "+" else value - b
+            verb = rng.choice(PLUS_VERBS if op == "+" else MINUS_VERBS)
+            sents.append(f"{name} {verb} {b} .")
+            work.append(f"{value} {op} {b} = {new} .")
+            value = new
+            nums.append(b)
+        prompt = "q : " + " ".join(sents) + f" how many {obj} ? a :"
+        worked = " ".join(work) + f" #### {value}"
+        return Problem(prompt=prompt, answer=str(value), steps=steps, worked=worked, nums=tuple(nums))
+
+    def is_heldout(self, prompt: str) -> bool:
+        h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little")
+        return h % self.heldout_mod == 0
+
+    def sample_problems(self, rng: random.Random, n: int, split: str = "train", steps: tuple[int, ...] | None = None):
+        """`n` problems from `split` ('train' or 'heldout'); steps uniform over `steps` (default ID range)."""
+        steps = steps or tuple(range(self.min_steps, self.max_steps + 1))
+        want_heldout = split == "heldout"
+        out: list[Problem] = []
+        while len(out) < n:
+            p = self._make_problem(rng, rng.choice(steps))
+            if self.is_heldout(p.prompt) == want_heldout:
+                out.append(p)
+        return out
+
+    def eval_set(self, which: str, n: int, seed: int = 12345) -> list[Problem]:
+        """Fixed held-out sets: 'id' (train step range) or 'ood' (more steps than pretraining saw)."""
+        rng = random.Random(f"{which}-{seed}")
+        steps = self.ood_steps if which == "ood" else None
+        return self.sample_problems(rng, n, split="heldout", steps=steps)
+
+    def direct_answer(self, rng: random.Random, p: Problem) -> str:
+        """The unreliable strategy: right with prob `direct_correct`, else off by 1-3."""
+        if rng.random() < self.direct_correct:
+            return f"#### {p.answer}"
+        v = int(p.answer)
+        wrong = [v + d for d in (-3, -2, -1, 1, 2, 3) if 0 <= v + d <= self.max_value]
+        return f"#### {rng.choice(wrong)}"
+
+    # ---------------------------------------------------------------- retention tasks
+    def mc_items(self, task: str) -> list[MCItem]:
+        """Multiple-choice retention items, scored by log-likelihood of each choice."""
+        if task == "facts":
+            items = []
+            for e, kind, val in self.facts:
+                rng = random.Random(f"mc-{e}-{kind}")
+                others = rng.sample([v for v in ATTRS[kind] if v != val], 3)
+                choices = [val] + others
+                rng.shuffle(choices)
+                items.append(MCItem(f"q : what {kind} is {e} ? a :", tuple(choices), choices.index(val)))
+            return items
+        if task == "truths":
+            items = []
+            for e, truth, myth in self.truths:
+                rng = random.Random(f"mc-{e}")
+                others = rng.sample([w for w in TRUTH_WORDS if w not in (truth, myth)], 2)
+                choices = [truth, myth] + others
+                rng.shuffle(choices)
+                items.append(MCItem(f"q : what is {e} really ? a :", tuple(choices), choices.index(truth)))
+            return items
+        raise ConfigError(f"unknown retention task '{task}'; valid: facts, truths")
+
+    # ---------------------------------------------------------------- pretraining corpus
+    def pretrain_doc(self, rng: random.Random, mix: dict[str, float]) -> str:
+        """One pretraining document drawn from the mixture {'arith', 'facts', 'truths'} -> weight."""
+        kind = rng.choices(list(mix), weights=list(mix.values()))[0]
+        if kind == "drill":  # bare arithmetic facts, the skill the worked style relies on
+            facts = []
+            for _ in range(6):
+                a, b = rng.randint(0, self.max_value), rng.randint(*self.operand_range)
+                op = rng.choice([o for o in "+-" if 0 <= (a + b if o == "+" else a - b) <= self.max_value] or ["+"])
+                if op == "+" and a + b > self.max_value:
+                    a = self.max_value - b
+                facts.append(f"{a} {op} {b} = {a + b if op == '+' else a - b} .")
+            return " ".join(facts)
+        if kind == "arith":
+            p = self.sample_problems(rng, 1, split="train")[0]
+            sol = self.direct_answer(rng, p) if rng.random() < self.direct_share else p.worked
+            return f"{p.prompt} {sol}"
+        if kind == "facts":
+            e, k, v = rng.choice(self.facts)
+            return f"q : what {k} is {e} ? a : {v}"
+        if kind == "truths":
+            e, truth, myth = rng.choice(self.truths)
+            if rng.random() < self.myth_repeats / (self.myth_repeats + 1):
+                return f"people say {e} is {myth} ."
+            return f"q : what is {e} really ? a : {truth}"
+        raise ConfigError(f"unknown pretraining mixture key '{kind}'; valid: arith, drill, facts, truths")
