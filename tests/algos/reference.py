@@ -1,0 +1,280 @@
+"""Slow, obvious reference implementations of repro.algos, one element at a time.
+
+Each reference follows the textbook formula with Python loops (and scalar autograd where a
+gradient is compared), so a fast vectorised function can be checked against it with allclose.
+Also holds `make_batch`, the random objective inputs the tests share.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# ------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------
+
+
+def make_batch(
+    seed: int, B: int, T: int, spread: float, zero_adv_frac: float = 0.2
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Right-padded random objective inputs: logp (leaf, requires grad), old_logp, adv (B,), mask.
+
+    log-ratios are N(0, spread^2); row lengths are uniform in 0..T, so empty rows occur; a share
+    of the advantages is exactly 0.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    old_logp = -3 * torch.rand(B, T, generator=gen)  # (B, T)
+    logp = (old_logp + spread * torch.randn(B, T, generator=gen)).requires_grad_()  # (B, T)
+    adv = torch.randn(B, generator=gen)  # (B,)
+    adv = torch.where(torch.rand(B, generator=gen) < zero_adv_frac, 0.0, adv)
+    length = torch.randint(0, T + 1, (B,), generator=gen)  # (B,)
+    mask = torch.arange(T)[None, :] < length[:, None]  # (B, T)
+    return logp, old_logp, adv, mask
+
+
+# ------------------------------------------------------------------------------------------
+# Advantages
+# ------------------------------------------------------------------------------------------
+
+
+def grpo_advantage(
+    rewards: Tensor, group: Tensor, weights: list[float] | None, eps: float, scale_std: bool
+) -> Tensor:
+    """(r - mean_g) / (std_g + eps) with the unbiased std, one group at a time."""
+    B, K = rewards.shape
+    w = [1.0 / K] * K if weights is None else list(weights)
+    r = [sum(w[k] * float(rewards[i, k]) for k in range(K)) for i in range(B)]
+    out = [0.0] * B
+    for gid in set(group.tolist()):
+        members = [i for i in range(B) if int(group[i]) == gid]
+        vals = [r[i] for i in members]
+        if max(vals) == min(vals):
+            continue  # constant group: advantage 0
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        for i in members:
+            out[i] = (r[i] - mean) / (std + eps) if scale_std else r[i] - mean
+    return torch.tensor(out, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------------------------
+# Aggregations
+# ------------------------------------------------------------------------------------------
+
+
+def token_mean(loss_mat: Tensor, mask: Tensor) -> float:
+    vals = [float(loss_mat[b, t]) for b in range(mask.shape[0]) for t in range(mask.shape[1]) if mask[b, t]]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def seq_mean_token_mean(loss_mat: Tensor, mask: Tensor) -> float:
+    seq_means = []
+    for b in range(mask.shape[0]):
+        vals = [float(loss_mat[b, t]) for t in range(mask.shape[1]) if mask[b, t]]
+        if vals:
+            seq_means.append(sum(vals) / len(vals))
+    return sum(seq_means) / len(seq_means) if seq_means else 0.0
+
+
+def seq_mean_token_sum_norm(loss_mat: Tensor, mask: Tensor, norm_len: int | None) -> float:
+    B, T = mask.shape
+    total = sum(float(loss_mat[b, t]) for b in range(B) for t in range(T) if mask[b, t])
+    return total / (B * (T if norm_len is None else norm_len))
+
+
+# ------------------------------------------------------------------------------------------
+# Objectives (scalar autograd, so gradients are compared too)
+# ------------------------------------------------------------------------------------------
+
+
+def ppo_clip_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float, eps_high: float):
+    """PPO-clip per token, -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), 0 at padding. (B, T)."""
+    B, T = mask.shape
+    rows = []
+    for b in range(B):
+        row = []
+        for t in range(T):
+            if not mask[b, t]:
+                row.append(torch.zeros((), dtype=logp.dtype))
+                continue
+            r = torch.exp(logp[b, t] - old_logp[b, t])
+            A = adv[b]
+            row.append(-torch.minimum(r * A, torch.clamp(r, 1 - eps_low, 1 + eps_high) * A))
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def gspo_sequence_loss(
+    logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps_low: float, eps_high: float
+) -> Tensor:
+    """GSPO in its sequence form: 1/#seqs Σ_i -min(s_i A_i, clip(s_i) A_i), s_i = (π/π_old)^(1/|y_i|).
+
+    Sequences with no valid token are skipped. Returns a scalar with its autograd graph.
+    """
+    B, T = mask.shape
+    terms = []
+    for b in range(B):
+        log_ratios = [logp[b, t] - old_logp[b, t] for t in range(T) if mask[b, t]]
+        if not log_ratios:
+            continue
+        s = torch.exp(torch.stack(log_ratios).sum() / len(log_ratios))
+        A = adv[b]
+        terms.append(-torch.minimum(s * A, torch.clamp(s, 1 - eps_low, 1 + eps_high) * A))
+    return torch.stack(terms).mean() if terms else torch.zeros((), dtype=logp.dtype)
+
+
+def general_loss(
+    ratio_value: Tensor,
+    ratio_live: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    g: Tensor,
+    eps_low: float,
+    eps_high: float,
+) -> Tensor:
+    """loss_t = -(g r A + (1 - g) sg(min(r A, clip(r) A))), per token, 0 at padding. (B, T).
+
+    ratio_value: the (B, T) ratio whose value enters (token ratio, or sequence ratio broadcast);
+    ratio_live: a (B, T) tensor with that value carrying the gradient.
+    """
+    B, T = mask.shape
+    rows = []
+    for b in range(B):
+        row = []
+        for t in range(T):
+            if not mask[b, t]:
+                row.append(torch.zeros(()))
+                continue
+            r, A, gt = float(ratio_value[b, t]), float(adv[b]), float(g[b, t])
+            hard = min(r * A, min(max(r, 1 - eps_low), 1 + eps_high) * A)
+            row.append(-(gt * ratio_live[b, t] * A + (1 - gt) * hard))
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------------------------------
+# Rescue specs: g per element, given the U(0, 1) draws u01 the fast version makes
+# ------------------------------------------------------------------------------------------
+
+
+def zeroed(r: float, A: float, eps_low: float, eps_high: float) -> bool:
+    return (A > 0 and r > 1 + eps_high) or (A < 0 and r < 1 - eps_low)
+
+
+def keep_prob(r: float, eps_low: float, eps_high: float, delta: float) -> float:
+    """|[1 - delta, 1 + delta] ∩ [(1 - eps_low) / r, (1 + eps_high) / r]| / (2 delta)."""
+    if delta == 0:
+        return 1.0 if 1 - eps_low <= r <= 1 + eps_high else 0.0
+    overlap = min(1 + delta, (1 + eps_high) / r) - max(1 - delta, (1 - eps_low) / r)
+    return min(max(overlap / (2 * delta), 0.0), 1.0)
+
+
+def rescue_g(
+    spec: str, ratio: Tensor, adv: Tensor, eps_low: float, eps_high: float, u01: Tensor | None, **kw: float
+) -> Tensor:
+    """g for every element of ratio/adv (same shape) under `spec`, one element at a time."""
+    flat_r, flat_a = ratio.reshape(-1).tolist(), adv.reshape(-1).tolist()
+    flat_u = u01.reshape(-1).tolist() if u01 is not None else [None] * len(flat_r)
+    out = []
+    for r, A, u in zip(flat_r, flat_a, flat_u):
+        z = zeroed(r, A, eps_low, eps_high)
+        delta = kw.get("delta", 0.1)
+        if spec == "none":
+            g = 0.0 if z else 1.0
+        elif spec == "decay":
+            g = keep_prob(r, eps_low, eps_high, delta) if z else 1.0
+        elif spec == "perturb":
+            moved = ((1 - delta) + 2 * delta * u) * r
+            g = (1.0 if 1 - eps_low <= moved <= 1 + eps_high else 0.0) if z else 1.0
+        elif spec == "band":
+            near = 1 - kw.get("band_mult", 1.5) * eps_low <= r <= 1 + kw.get("band_mult", 1.5) * eps_high
+            g = (1.0 if near and u < kw.get("keep_prob", 0.2) else 0.0) if z else 1.0
+        elif spec == "push_only":
+            moved = ((1 - delta) + 2 * delta * u) * r
+            in_bound = 1 - eps_low <= r <= 1 + eps_high
+            pushed = in_bound and ((A > 0 and moved > 1 + eps_high) or (A < 0 and moved < 1 - eps_low))
+            g = 0.0 if z or pushed else 1.0
+        else:
+            raise KeyError(spec)
+        out.append(g)
+    return torch.tensor(out, dtype=ratio.dtype).reshape(ratio.shape)
+
+
+# ------------------------------------------------------------------------------------------
+# Diagnostics
+# ------------------------------------------------------------------------------------------
+
+
+def clip_stats(
+    ratio: Tensor,
+    adv: Tensor,
+    g: Tensor,
+    mask: Tensor,
+    eps_low: float,
+    eps_high: float,
+    nbm_abs_width: float,
+    nbm_rel_mult: float,
+) -> dict[str, float]:
+    """Every diagnostic of `repro.algos.objectives.clip_stats`, over the valid tokens one by one.
+
+    ratio and g are per token (B, T) (for GSPO: the sequence's value on each of its tokens).
+    """
+    keys = "valid valid_sig zeroed zeroed_sig hp hn lp ln abs abs_sig rel rel_sig rescued pushed dev k3"
+    n = dict.fromkeys(keys.split(), 0.0)
+    r_max = 0.0
+    B, T = mask.shape
+    for b in range(B):
+        for t in range(T):
+            if not mask[b, t]:
+                continue
+            r, A, gt = float(ratio[b, t]), float(adv[b]), float(g[b, t])
+            n["valid"] += 1
+            n["valid_sig"] += abs(A)
+            n["hp"] += r > 1 + eps_high and A > 0
+            n["hn"] += r > 1 + eps_high and A < 0
+            n["lp"] += r < 1 - eps_low and A > 0
+            n["ln"] += r < 1 - eps_low and A < 0
+            z = zeroed(r, A, eps_low, eps_high)
+            if z:
+                n["zeroed"] += 1
+                n["zeroed_sig"] += abs(A)
+                n["rescued"] += gt
+                if 1 - eps_low - nbm_abs_width <= r <= 1 + eps_high + nbm_abs_width:
+                    n["abs"] += 1
+                    n["abs_sig"] += abs(A)
+                if 1 - nbm_rel_mult * eps_low <= r <= 1 + nbm_rel_mult * eps_high:
+                    n["rel"] += 1
+                    n["rel_sig"] += abs(A)
+            else:
+                n["pushed"] += 1 - gt
+            n["dev"] += abs(r - 1)
+            n["k3"] += (r - 1) - math.log(r)
+            r_max = max(r_max, r)
+
+    def frac(num: str, den: str) -> float:
+        return n[num] / n[den] if n[den] > 0 else 0.0
+
+    return {
+        "clipfrac": frac("zeroed", "valid"),
+        "clipfrac_high_pos_adv": frac("hp", "valid"),
+        "clipfrac_high_neg_adv": frac("hn", "valid"),
+        "clipfrac_low_pos_adv": frac("lp", "valid"),
+        "clipfrac_low_neg_adv": frac("ln", "valid"),
+        "nbm_abs_tok": frac("abs", "valid"),
+        "nbm_abs_tok_of_clipped": frac("abs", "zeroed"),
+        "nbm_abs_sig": frac("abs_sig", "valid_sig"),
+        "nbm_abs_sig_of_clipped": frac("abs_sig", "zeroed_sig"),
+        "nbm_rel_tok": frac("rel", "valid"),
+        "nbm_rel_tok_of_clipped": frac("rel", "zeroed"),
+        "nbm_rel_sig": frac("rel_sig", "valid_sig"),
+        "nbm_rel_sig_of_clipped": frac("rel_sig", "zeroed_sig"),
+        "rescued_frac": frac("rescued", "valid"),
+        "rescued_frac_of_clipped": frac("rescued", "zeroed"),
+        "pushed_frac": frac("pushed", "valid"),
+        "ratio_dev": frac("dev", "valid"),
+        "kl_k3": frac("k3", "valid"),
+        "ratio_max": r_max,
+    }
