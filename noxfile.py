@@ -1,0 +1,56 @@
+"""Developer sessions, each in its own virtualenv under .nox/:
+
+    nox -s tests                          pytest (pass pytest args after --: nox -s tests -- -k runner)
+    nox -s lint                           ruff check + ruff format --check
+    nox -s bench                          pytest-benchmark over benchmarks/
+    nox -s reproduce -- clipping_bottleneck --seeds 1,2     `repro reproduce` (default: all)
+    nox -s tables                         `repro tables` (pass slugs / --force after --)
+
+Sessions that import the package install torch first (2.13.0 is the CPU wheel on the dev
+machines), then the package with its dev extras.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+TORCH = "torch==2.13.0"
+
+
+def install(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    # ruff alone: linting needs neither torch nor the package.
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    install(session)
+    session.run("python", "-m", "pytest", "benchmarks/", "--benchmark-only", *session.posargs)
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    install(session)
+    session.run("repro", "reproduce", *(session.posargs or ["all"]))
+
+
+@nox.session
+def tables(session: nox.Session) -> None:
+    install(session)
+    session.run("repro", "tables", *session.posargs)

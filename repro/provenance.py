@@ -1,0 +1,118 @@
+"""Where a run came from: git state, package versions, and a machine-independent config hash.
+
+Used by the runner for MLflow tags and the run record (`repro/records.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+UNKNOWN = "unknown"
+
+# Config keys that say where a run writes, not what it computes: left out of the config hash.
+# `seed` is left out too, so the seeds of one ad-hoc configuration share a hash.
+HASH_EXCLUDED_TOP = ("paths", "tracking", "hydra", "seed")
+HASH_EXCLUDED_NESTED = (("trainer", "threads"),)
+
+
+def _git(root: Path, *args: str) -> str | None:
+    # GIT_OPTIONAL_LOCKS=0: `git status` must not take the index lock of a checkout in use.
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, env=env
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(root: str | os.PathLike[str]) -> tuple[str, bool | None]:
+    """(sha, dirty) of the checkout holding `root`; ("unknown", None) outside a git checkout.
+    dirty: tracked files differ from HEAD (untracked files are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return UNKNOWN, None
+    sha = _git(root, "rev-parse", "HEAD")
+    if not sha:
+        return UNKNOWN, None
+    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return sha.strip(), None if status is None else bool(status.strip())
+
+
+def _dist_version(*names: str) -> str:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return UNKNOWN
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on (read from metadata: nothing heavy is imported)."""
+    import repro
+
+    return {
+        "python": platform.python_version(),
+        "torch": _dist_version("torch"),
+        "transformers": _dist_version("transformers"),
+        "hydra": _dist_version("hydra-core"),
+        "mlflow": _dist_version("mlflow", "mlflow-skinny"),
+        "repro": repro.__version__,
+    }
+
+
+def _replace_prefixes(node: Any, prefixes: list[tuple[str, str]]) -> Any:
+    if isinstance(node, dict):
+        return {k: _replace_prefixes(v, prefixes) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_prefixes(v, prefixes) for v in node]
+    if isinstance(node, str):
+        for prefix, token in prefixes:
+            # Only whole path components: root `/a/b` must not rewrite `/a/bc`.
+            node = re.sub(re.escape(prefix) + r"(?=/|$|\s)", token, node)
+        return node
+    return node
+
+
+def portable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a plain dict, with this machine's absolute paths written as
+    `<root>`, `<results_dir>`, `<cache_dir>` and `<tables_dir>`, so records from two machines
+    compare equal. The `hydra` node, if present, is dropped."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    paths = container.get("paths") or {}
+    prefixes = []
+    for key in ("cache_dir", "results_dir", "tables_dir", "root"):
+        value = paths.get(key)
+        if isinstance(value, str) and value not in ("", ".", "/"):
+            prefixes.append((str(Path(value).absolute()), f"<{key}>"))
+            if value != prefixes[-1][0]:
+                prefixes.append((value, f"<{key}>"))
+    # Longest first, so `<root>/results` becomes `<results_dir>`, not `<root>/results`.
+    prefixes.sort(key=lambda p: len(p[0]), reverse=True)
+    return _replace_prefixes(container, prefixes)
+
+
+def config_hash(portable: dict[str, Any]) -> str:
+    """sha256 of the portable config minus paths, tracking, seed and trainer.threads (hex)."""
+    data = {k: v for k, v in portable.items() if k not in HASH_EXCLUDED_TOP}
+    for outer, inner in HASH_EXCLUDED_NESTED:
+        if isinstance(data.get(outer), dict) and inner in data[outer]:
+            data[outer] = {k: v for k, v in data[outer].items() if k != inner}
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

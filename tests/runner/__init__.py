@@ -1,0 +1,1 @@
+"""Tests of the runner, tracking, records and the `repro` command line."""
