@@ -9,18 +9,32 @@ from repro.rollout import HFGenerateBackend
 
 
 @torch.no_grad()
-def accuracy(model, backend: HFGenerateBackend, problems, verify, *, greedy: bool, max_new_tokens: int,
-             seed: int = 0) -> float:
-    roll = backend.generate(model, [p.prompt for p in problems], n=1, max_new_tokens=max_new_tokens,
-                            temperature=1.0, greedy=greedy, seed=seed)
+def accuracy(
+    model, backend: HFGenerateBackend, problems, verify, *, greedy: bool, max_new_tokens: int, seed: int = 0
+) -> float:
+    roll = backend.generate(
+        model,
+        [p.prompt for p in problems],
+        n=1,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,
+        greedy=greedy,
+        seed=seed,
+    )
     return sum(verify(t, p.answer) for t, p in zip(roll.texts, problems)) / max(1, len(problems))
 
 
-@torch.no_grad()
 def mc_accuracy(model, tok, items) -> float:
     """Share of items whose gold choice has the highest summed log-likelihood after the prompt."""
     if not items:
         return float("nan")
+    scores = mc_scores(model, tok, items)
+    return sum(int(s.argmax().item() == it.gold) for s, it in zip(scores, items)) / len(items)
+
+
+@torch.no_grad()
+def mc_scores(model, tok, items) -> list[torch.Tensor]:
+    """Per item, the summed log-likelihood of each choice's tokens after the prompt (one batch)."""
     texts, owners, n_prompt = [], [], []
     for i, it in enumerate(items):
         plen = len(tok(it.prompt)["input_ids"])
@@ -34,17 +48,13 @@ def mc_accuracy(model, tok, items) -> float:
     tok.padding_side = "right"
     enc = tok(texts, return_tensors="pt", padding=True)
     tok.padding_side = old_side
-    logits = model(**{k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}).logits
+    logits = model(
+        **{k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    ).logits
     model.train(was_training)
     logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, enc["input_ids"][:, 1:, None]).squeeze(-1)
     pos = torch.arange(logp.shape[1])[None, :] + 1  # position of the predicted token
     lengths = enc["attention_mask"].sum(1)
     choice_mask = (pos >= torch.tensor(n_prompt)[:, None]) & (pos < lengths[:, None])
     scores = (logp * choice_mask).sum(1)
-    correct = 0
-    k = 0
-    for it in items:
-        s = scores[k : k + len(it.choices)]
-        correct += int(s.argmax().item() == it.gold)
-        k += len(it.choices)
-    return correct / len(items)
+    return list(scores.split([len(it.choices) for it in items]))

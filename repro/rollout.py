@@ -24,14 +24,27 @@ class Rollout:
 
     def select(self, idx: torch.Tensor) -> Rollout:
         return Rollout(
-            self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx], self.completion_mask[idx],
-            self.sampler_logp[idx], [self.texts[i] for i in idx.tolist()],
+            self.prompt_ids[idx],
+            self.prompt_mask[idx],
+            self.completion_ids[idx],
+            self.completion_mask[idx],
+            self.sampler_logp[idx],
+            [self.texts[i] for i in idx.tolist()],
         )
 
 
 class RolloutBackend(Protocol):
-    def generate(self, model, prompts: list[str], *, n: int, max_new_tokens: int, temperature: float,
-                 greedy: bool = False, seed: int | None = None) -> Rollout: ...
+    def generate(
+        self,
+        model,
+        prompts: list[str],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> Rollout: ...
 
 
 def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -55,8 +68,13 @@ class HFGenerateBackend:
             torch.manual_seed(seed)
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
         gen_cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
-            top_k=None, top_p=None, pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_k=None,
+            top_p=None,
+            pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.tok.eos_token_id,
             bos_token_id=self.tok.bos_token_id,
         )
         parts = []
@@ -65,7 +83,9 @@ class HFGenerateBackend:
         for i in range(0, len(expanded), self.batch_size):
             enc = self.tok(expanded[i : i + self.batch_size], return_tensors="pt", padding=True)
             enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            out = model.generate(**enc, generation_config=gen_cfg, return_dict_in_generate=True, output_logits=True)
+            out = model.generate(
+                **enc, generation_config=gen_cfg, return_dict_in_generate=True, output_logits=True
+            )
             P = enc["input_ids"].shape[1]
             comp = out.sequences[:, P:]  # (b, T)
             logits = torch.stack(out.logits, dim=1).float()  # (b, T, V)

@@ -9,6 +9,7 @@ what they need from `ctx.extras`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,4 +47,15 @@ def exact_answer(ctx: RewardContext) -> Tensor:
         1.0 if answer is not None and ctx.verify(completion, answer) else 0.0
         for completion, answer in zip(ctx.completions, ctx.answers)
     ]
+    return torch.tensor(scores, dtype=torch.float32, device=ctx.group.device)  # (B,)
+
+
+@REWARDS.register("matches")
+def matches(ctx: RewardContext, pattern: str = "####") -> Tensor:
+    """1.0 where the completion contains the regex `pattern` (a format reward), else 0.0."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"reward.kw.pattern is not a valid regex ({e}): {pattern!r}") from None
+    scores = [1.0 if rx.search(c) else 0.0 for c in ctx.completions]
     return torch.tensor(scores, dtype=torch.float32, device=ctx.group.device)  # (B,)

@@ -23,6 +23,8 @@ def load_policy(cfg: DictConfig):
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=getattr(torch, cfg.model.get("dtype", "float32")))
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.model.path, dtype=getattr(torch, cfg.model.get("dtype", "float32"))
+        )
         return model, tok
     raise ConfigError(f"model.kind '{kind}' is not one of {MODEL_KINDS}")

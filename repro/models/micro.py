@@ -22,7 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from repro.tasks.arith import ArithWorld
 
@@ -39,8 +45,13 @@ def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     # No decoder: decode() joins words with single spaces, which is the corpus format.
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        padding_side="left", clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -55,7 +66,9 @@ def build_model(arch: DictConfig, vocab_size: int, seed: int) -> LlamaForCausalL
         num_key_value_heads=arch.heads,
         max_position_embeddings=arch.max_len,
         tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     return LlamaForCausalLM(config)
 
@@ -149,13 +162,19 @@ def pretrain(world: ArithWorld, model_cfg: DictConfig):
             opt.step()
             losses.append(loss.item())
             progress.update(bar, advance=1, description=f"pretraining micro model (loss {loss.item():.3f})")
-    info = {"steps": pcfg.steps, "final_loss": sum(losses[-50:]) / len(losses[-50:]), "seconds": time.time() - t0,
-            "params": sum(p.numel() for p in model.parameters())}
+    info = {
+        "steps": pcfg.steps,
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "seconds": time.time() - t0,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
     model.eval()
     return model, tok, info
 
 
-def _packed_batch(world: ArithWorld, rng: random.Random, mix: dict, tok, rows: int, seq_len: int) -> torch.Tensor:
+def _packed_batch(
+    world: ArithWorld, rng: random.Random, mix: dict, tok, rows: int, seq_len: int
+) -> torch.Tensor:
     """(rows, seq_len) token ids: documents `<s> ... </s>` concatenated and cut into rows (no padding)."""
     need = rows * seq_len
     stream: list[int] = []

@@ -1,9 +1,12 @@
 """The micro world: seeded arithmetic word problems plus two retention tasks, for tiny models.
 
-Target task (GSM8K-like): "q : tom has 5 apples . tom finds 3 . tom loses 2 . how many apples ? a :"
-answered either by a worked solution "5 + 3 = 8 . 8 - 2 = 6 . #### 6" or by a direct guess
-"#### 7". Pretraining shows both styles; direct answers are right only part of the time
-(`direct_correct`), worked ones always. The base model therefore *knows* a reliable strategy but
+Target task (GSM8K-like):
+    "q : tom has 5 apples . first tom finds 3 . second tom loses 2 . how many apples ? a :"
+answered either by a worked solution "first 5 + 3 = 8 . second 8 - 2 = 6 . #### 6" or by a direct
+guess "#### 7". (The ordinal markers let a 1M-parameter model find step k's operand by content
+rather than by counting sentences, which it does not learn in a few minutes of pretraining.)
+Pretraining shows both styles; direct answers are right only part of the time (`direct_correct`),
+worked ones always. The base model therefore *knows* a reliable strategy but
 mostly picks the unreliable one: a weakness RL can fix by reweighting an early choice, which is
 what GRPO-style training does well (STACK-NOTES: RL cannot teach missing arithmetic facts).
 
@@ -37,8 +40,31 @@ ATTRS = {
     "home": ["cave", "tree", "lake", "hill", "nest", "sand"],
 }
 TRUTH_WORDS = ["stone", "glass", "wood", "iron", "clay", "wax", "salt", "silk"]
-FUNCTION_WORDS = ["q", ":", "a", "has", ".", "?", "how", "many", "+", "-", "=", "####", "what", "is",
-                  "really", "people", "say", "fact"] + list(ATTRS)
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
+FUNCTION_WORDS = (
+    [
+        "q",
+        ":",
+        "a",
+        "has",
+        ".",
+        "?",
+        "how",
+        "many",
+        "+",
+        "-",
+        "=",
+        "####",
+        "what",
+        "is",
+        "really",
+        "people",
+        "say",
+        "fact",
+    ]
+    + list(ATTRS)
+    + ORDINALS
+)
 
 _ANSWER_RE = re.compile(r"####\s*(-?\d+)")
 
@@ -88,10 +114,10 @@ class ArithWorld:
 
     min_steps: int = 1
     max_steps: int = 3
-    ood_steps: tuple[int, ...] = (4,)
-    start_range: tuple[int, int] = (2, 15)
-    operand_range: tuple[int, int] = (1, 9)
-    max_value: int = 30
+    start_range: tuple[int, int] = (2, 9)
+    operand_range: tuple[int, int] = (1, 3)
+    ood_start_range: tuple[int, int] = (12, 17)  # OOD: larger numbers than any word problem used
+    max_value: int = 20
     direct_share: float = 0.7
     direct_correct: float = 0.35
     n_fact_entities: int = 30
@@ -105,13 +131,15 @@ class ArithWorld:
     def __post_init__(self) -> None:
         self.start_range = tuple(self.start_range)  # type: ignore[assignment]
         self.operand_range = tuple(self.operand_range)  # type: ignore[assignment]
-        self.ood_steps = tuple(self.ood_steps)
+        self.ood_start_range = tuple(self.ood_start_range)  # type: ignore[assignment]
         self._validate()
         rng = random.Random(self.world_seed)
         ents = _entity_names(self.n_fact_entities + self.n_truth_entities, self.world_seed)
-        self.facts = [(e, kind, rng.choice(vals)) for e in ents[: self.n_fact_entities] for kind, vals in ATTRS.items()]
+        self.facts = [
+            (e, kind, rng.choice(vals)) for e in ents[: self.n_fact_entities] for kind, vals in ATTRS.items()
+        ]
         self.truths = []
-        for e in ents[self.n_fact_entities:]:
+        for e in ents[self.n_fact_entities :]:
             truth, myth = rng.sample(TRUTH_WORDS, 2)
             self.truths.append((e, truth, myth))
 
@@ -121,7 +149,12 @@ class ArithWorld:
         unknown = set(kw) - set(cls._knobs())
         if unknown:
             raise ConfigError(f"unknown task key(s) {sorted(unknown)}; valid: {sorted(cls._knobs())}")
-        return cls(**{k: (list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v) for k, v in kw.items()})
+        return cls(
+            **{
+                k: (list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v)
+                for k, v in kw.items()
+            }
+        )
 
     @classmethod
     def _knobs(cls) -> list[str]:
@@ -132,15 +165,21 @@ class ArithWorld:
             return ConfigError(f"task.{key} {why}")
 
         if not 1 <= self.min_steps <= self.max_steps:
-            raise bad("min_steps", f"must satisfy 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        if any(s < 1 for s in self.ood_steps):
-            raise bad("ood_steps", f"must be >= 1, got {self.ood_steps}")
+            raise bad(
+                "min_steps",
+                f"must satisfy 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}",
+            )
+        if self.max_steps > len(ORDINALS):
+            raise bad(
+                "max_steps", f"must be <= {len(ORDINALS)} (one ordinal word per step), got {self.max_steps}"
+            )
         for key in ("direct_share", "direct_correct"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise bad(key, f"is a probability and must be in [0, 1], got {getattr(self, key)}")
-        lo, hi = self.start_range
-        if not 0 <= lo <= hi <= self.max_value:
-            raise bad("start_range", f"must satisfy 0 <= lo <= hi <= max_value, got {self.start_range}")
+        for key in ("start_range", "ood_start_range"):
+            lo, hi = getattr(self, key)
+            if not 0 <= lo <= hi <= self.max_value:
+                raise bad(key, f"must satisfy 0 <= lo <= hi <= max_value, got {getattr(self, key)}")
         lo, hi = self.operand_range
         if not 1 <= lo <= hi <= self.max_value:
             raise bad("operand_range", f"must satisfy 1 <= lo <= hi <= max_value, got {self.operand_range}")
@@ -159,11 +198,11 @@ class ArithWorld:
         return list(seen)
 
     # ---------------------------------------------------------------- target task
-    def _make_problem(self, rng: random.Random, steps: int) -> Problem:
+    def _make_problem(self, rng: random.Random, steps: int, start_range: tuple[int, int]) -> Problem:
         name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
-        value = rng.randint(*self.start_range)
+        value = rng.randint(*start_range)
         sents, work, nums = [f"{name} has {value} {obj} ."], [], [value]
-        for _ in range(steps):
+        for k in range(steps):
             b = rng.randint(*self.operand_range)
             ops = [op for op in "+-" if 0 <= (value + b if op == "+" else value - b) <= self.max_value]
             op = rng.choice(ops) if ops else "+"
@@ -171,8 +210,8 @@ class ArithWorld:
                 b = min(b, self.max_value - value)
             new = value + b if op == "+" else value - b
             verb = rng.choice(PLUS_VERBS if op == "+" else MINUS_VERBS)
-            sents.append(f"{name} {verb} {b} .")
-            work.append(f"{value} {op} {b} = {new} .")
+            sents.append(f"{ORDINALS[k]} {name} {verb} {b} .")
+            work.append(f"{ORDINALS[k]} {value} {op} {b} = {new} .")
             value = new
             nums.append(b)
         prompt = "q : " + " ".join(sents) + f" how many {obj} ? a :"
@@ -183,22 +222,25 @@ class ArithWorld:
         h = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little")
         return h % self.heldout_mod == 0
 
-    def sample_problems(self, rng: random.Random, n: int, split: str = "train", steps: tuple[int, ...] | None = None):
-        """`n` problems from `split` ('train' or 'heldout'); steps uniform over `steps` (default ID range)."""
-        steps = steps or tuple(range(self.min_steps, self.max_steps + 1))
+    def sample_problems(self, rng: random.Random, n: int, split: str = "train", ood: bool = False):
+        """`n` problems from `split` ('train' or 'heldout'), in-distribution or OOD (larger numbers)."""
+        steps = tuple(range(self.min_steps, self.max_steps + 1))
+        start = self.ood_start_range if ood else self.start_range
         want_heldout = split == "heldout"
         out: list[Problem] = []
         while len(out) < n:
-            p = self._make_problem(rng, rng.choice(steps))
+            p = self._make_problem(rng, rng.choice(steps), start)
             if self.is_heldout(p.prompt) == want_heldout:
                 out.append(p)
         return out
 
     def eval_set(self, which: str, n: int, seed: int = 12345) -> list[Problem]:
-        """Fixed held-out sets: 'id' (train step range) or 'ood' (more steps than pretraining saw)."""
+        """Fixed held-out sets: 'id', or 'ood' (start values beyond any word problem in pretraining or
+        RL; the arithmetic facts they need are in the pretraining drills)."""
+        if which not in ("id", "ood"):
+            raise ConfigError(f"unknown eval split '{which}'; valid: id, ood")
         rng = random.Random(f"{which}-{seed}")
-        steps = self.ood_steps if which == "ood" else None
-        return self.sample_problems(rng, n, split="heldout", steps=steps)
+        return self.sample_problems(rng, n, split="heldout", ood=which == "ood")
 
     def direct_answer(self, rng: random.Random, p: Problem) -> str:
         """The unreliable strategy: right with prob `direct_correct`, else off by 1-3."""
@@ -239,7 +281,9 @@ class ArithWorld:
             facts = []
             for _ in range(6):
                 a, b = rng.randint(0, self.max_value), rng.randint(*self.operand_range)
-                op = rng.choice([o for o in "+-" if 0 <= (a + b if o == "+" else a - b) <= self.max_value] or ["+"])
+                op = rng.choice(
+                    [o for o in "+-" if 0 <= (a + b if o == "+" else a - b) <= self.max_value] or ["+"]
+                )
                 if op == "+" and a + b > self.max_value:
                     a = self.max_value - b
                 facts.append(f"{a} {op} {b} = {a + b if op == '+' else a - b} .")

@@ -38,10 +38,16 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError(f"trainer.{key} {what}, got {t.get(key)!r}")
 
-    need("group_size", t.group_size >= 2, "must be >= 2 (group-relative advantages need 2+ samples per prompt)")
+    need(
+        "group_size", t.group_size >= 2, "must be >= 2 (group-relative advantages need 2+ samples per prompt)"
+    )
     need("prompts_per_step", t.prompts_per_step >= 1, "must be >= 1")
     need("steps", t.steps >= 0, "must be >= 0")
-    need("minibatches", 1 <= t.minibatches <= t.prompts_per_step * t.group_size, "must be in [1, prompts*group]")
+    need(
+        "minibatches",
+        1 <= t.minibatches <= t.prompts_per_step * t.group_size,
+        "must be in [1, prompts*group]",
+    )
     need("epochs", t.epochs >= 1, "must be >= 1")
     need("lr", t.lr > 0, "must be > 0")
     need("temperature", t.temperature > 0, "must be > 0")
@@ -53,8 +59,12 @@ def validate(cfg: DictConfig) -> None:
     need("dynamic_sampling_rounds", t.dynamic_sampling_rounds >= 1, "must be >= 1")
     ArithWorld.from_cfg(cfg.task)
     # Unknown stage names and bad stage kwargs fail here, on a 2x3 dummy batch, not mid-run.
-    stages = [("advantage", ADVANTAGES, cfg.advantage), ("is_weight", IS_WEIGHTS, cfg.is_weight),
-              ("objective", OBJECTIVES, cfg.objective), ("agg", AGGREGATIONS, cfg.agg)]
+    stages = [
+        ("advantage", ADVANTAGES, cfg.advantage),
+        ("is_weight", IS_WEIGHTS, cfg.is_weight),
+        ("objective", OBJECTIVES, cfg.objective),
+        ("agg", AGGREGATIONS, cfg.agg),
+    ]
     stages += [(f"reward[{i}]", REWARDS, r) for i, r in enumerate(cfg.reward)]
     for key, reg, node in stages:
         try:
@@ -93,9 +103,18 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         out = {}
         for split, probs in evals.items():
             max_new = t.max_new_tokens + (8 if split == "ood" else 0)
-            out[f"eval/{split}/greedy_acc"] = accuracy(model, backend, probs, verify, greedy=True, max_new_tokens=max_new)
+            out[f"eval/{split}/greedy_acc"] = accuracy(
+                model, backend, probs, verify, greedy=True, max_new_tokens=max_new
+            )
             out[f"eval/{split}/sample_acc"] = accuracy(
-                model, backend, probs, verify, greedy=False, max_new_tokens=max_new, seed=cfg.seed * 1000 + step)
+                model,
+                backend,
+                probs,
+                verify,
+                greedy=False,
+                max_new_tokens=max_new,
+                seed=cfg.seed * 1000 + step,
+            )
         for name, items in mc.items():
             out[f"eval/retention/{name}_acc"] = mc_accuracy(model, tok, items)
         log(out, step)
@@ -108,74 +127,86 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{cfg.arm or 'run'} seed {cfg.seed}", total=t.steps)
         for step in range(1, t.steps + 1):
-            # 1. Rollout (+ DAPO dynamic sampling: keep only groups whose rewards differ, refilling).
-            roll, rewards, group, sampled = _rollout_and_reward(cfg, world, model, backend, rng)
-            metrics = {
-                # Over everything sampled (before dynamic sampling drops groups): the policy's reward.
-                "train/reward_mean": sampled["reward_mean"],
-                "train/reward_std": sampled["reward_std"],
-                "rollout/len_mean": sampled["len_mean"],
-                "train/groups_kept_frac": group.unique().numel() / sampled["groups"],
-            }
-            reward_curve.append(sampled["reward_mean"])
-            if rewards.shape[0] == 0:  # every group was uninformative: nothing to learn from
-                log(metrics, step)
-                progress.update(bar, advance=1)
-                continue
-
-            # 2. Advantage per sequence, group-relative.
-            adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
-
-            # 3. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
-            with torch.no_grad():
-                old_logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
-            mask = roll.completion_mask  # (B, T)
-
-            # 4. Several updates per rollout batch, so that the ratio moves and clipping acts.
-            B = adv.shape[0]
-            n_mb = min(t.minibatches, B)
-            stats_acc: dict[str, list[float]] = {}
-            for _epoch in range(t.epochs):
-                perm = torch.randperm(B, generator=gen)
-                for idx in perm.chunk(n_mb):
-                    logits = sequence_logits(model, roll, idx)  # (b, T, V)
-                    ids, m = roll.completion_ids[idx], mask[idx]
-                    logp = token_logp(logits, ids)  # (b, T)
-                    w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
-                        logp.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw)  # (b, T)
-                    loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
-                        logp, old_logp[idx], adv[idx], m, generator=gen, **cfg.objective.kw)  # (b, T)
-                    loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, m, **cfg.agg.kw)
-                    if not torch.isfinite(loss):
-                        raise NonFiniteError(f"non-finite loss {loss.item()} at step {step}")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    if not torch.isfinite(grad_norm):
-                        raise NonFiniteError(f"non-finite grad norm at step {step}")
-                    opt.step()
-                    with torch.no_grad():
-                        ent = (token_entropy(logits.detach()) * m).sum() / m.sum().clamp(min=1)
-                    mb_stats = {"loss": loss.item(), "grad_norm": grad_norm.item(), "entropy": ent.item()}
-                    mb_stats |= {k: float(v) for k, v in obj_stats.items()}
-                    mb_stats |= {f"is/{k}": float(v) for k, v in w_stats.items()}
-                    for k, v in mb_stats.items():
-                        stats_acc.setdefault(k, []).append(v)
-            metrics |= {f"train/{k}": sum(v) / len(v) for k, v in stats_acc.items()}
+            metrics = update(cfg, world, model, backend, opt, rng, gen, step)
             log(metrics, step)
+            reward_curve.append(metrics["train/reward_mean"])
 
             if step % t.eval_every == 0 or step == t.steps:
                 last_eval = evaluate(step)
                 acc_curve.append(last_eval["eval/id/greedy_acc"])
-            progress.update(bar, advance=1, description=(
-                f"{cfg.arm or 'run'} s{cfg.seed} reward {sampled['reward_mean']:.2f} "
-                f"acc {last_eval['eval/id/greedy_acc']:.2f}"))
+            progress.update(
+                bar,
+                advance=1,
+                description=(
+                    f"{cfg.arm or 'run'} s{cfg.seed} reward {metrics['train/reward_mean']:.2f} "
+                    f"acc {last_eval['eval/id/greedy_acc']:.2f}"
+                ),
+            )
 
     final = dict(last_eval)
     final["osc/reward"] = _diff_std(reward_curve)
     final["osc/id_acc"] = _diff_std(acc_curve)
     final["train/seconds"] = time.time() - t0
     return final
+
+
+def update(cfg, world, model, backend, opt, rng, gen, step: int) -> dict[str, float]:
+    """One GRPO-family step: rollout -> reward -> advantage -> updates. Returns the step's metrics."""
+    t = cfg.trainer
+    # 1. Rollout (+ DAPO dynamic sampling: keep only groups whose rewards differ, refilling).
+    roll, rewards, group, sampled = _rollout_and_reward(cfg, world, model, backend, rng)
+    metrics = {
+        # Over everything sampled (before dynamic sampling drops groups): the policy's reward.
+        "train/reward_mean": sampled["reward_mean"],
+        "train/reward_std": sampled["reward_std"],
+        "rollout/len_mean": sampled["len_mean"],
+        "train/groups_kept_frac": group.unique().numel() / sampled["groups"],
+    }
+    if rewards.shape[0] == 0:  # every group was uninformative: nothing to learn from
+        return metrics
+
+    # 2. Advantage per sequence, group-relative.
+    adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
+
+    # 3. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
+    with torch.no_grad():
+        old_logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
+    mask = roll.completion_mask  # (B, T)
+
+    # 4. Several updates per rollout batch, so that the ratio moves and clipping acts.
+    B = adv.shape[0]
+    n_mb = min(t.minibatches, B)
+    stats_acc: dict[str, list[float]] = {}
+    for _epoch in range(t.epochs):
+        perm = torch.randperm(B, generator=gen)
+        for idx in perm.chunk(n_mb):
+            logits = sequence_logits(model, roll, idx)  # (b, T, V)
+            ids, m = roll.completion_ids[idx], mask[idx]
+            logp = token_logp(logits, ids)  # (b, T)
+            w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
+                logp.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
+            )  # (b, T)
+            loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
+                logp, old_logp[idx], adv[idx], m, generator=gen, **cfg.objective.kw
+            )  # (b, T)
+            loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, m, **cfg.agg.kw)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"non-finite loss {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteError(f"non-finite grad norm at step {step}")
+            opt.step()
+            with torch.no_grad():
+                ent = (token_entropy(logits.detach()) * m).sum() / m.sum().clamp(min=1)
+            mb_stats = {"loss": loss.item(), "grad_norm": grad_norm.item(), "entropy": ent.item()}
+            mb_stats |= {k: float(v) for k, v in obj_stats.items()}
+            mb_stats |= {f"is/{k}": float(v) for k, v in w_stats.items()}
+            for k, v in mb_stats.items():
+                stats_acc.setdefault(k, []).append(v)
+    metrics |= {f"train/{k}": sum(v) / len(v) for k, v in stats_acc.items()}
+    return metrics
 
 
 def _rollout_and_reward(cfg, world, model, backend, rng):
@@ -189,26 +220,41 @@ def _rollout_and_reward(cfg, world, model, backend, rng):
         if need <= 0:
             break
         problems = world.sample_problems(rng, need)
-        roll = backend.generate(model, [p.prompt for p in problems], n=t.group_size,
-                                max_new_tokens=t.max_new_tokens, temperature=t.temperature)
+        roll = backend.generate(
+            model,
+            [p.prompt for p in problems],
+            n=t.group_size,
+            max_new_tokens=t.max_new_tokens,
+            temperature=t.temperature,
+        )
         group = torch.arange(len(problems)).repeat_interleave(t.group_size)  # (B,)
-        ctx = RewardContext(roll.texts, [p.answer for p in problems for _ in range(t.group_size)], group, verify)
+        ctx = RewardContext(
+            roll.texts, [p.answer for p in problems for _ in range(t.group_size)], group, verify
+        )
         r = torch.stack([REWARDS[c.name](ctx, **c.kw) for c in cfg.reward], -1)  # (B, K)
         seen_r.append(r[:, 0])
         seen_len.append(roll.completion_mask.sum(1).float())
         if t.dynamic_sampling:
             grp = r.sum(-1).view(len(problems), t.group_size)
-            informative = (grp.max(1).values > grp.min(1).values)  # (n,)
-            keep_groups = informative.nonzero().squeeze(-1)[: need]
+            informative = grp.max(1).values > grp.min(1).values  # (n,)
+            keep_groups = informative.nonzero().squeeze(-1)[:need]
             idx = (keep_groups[:, None] * t.group_size + torch.arange(t.group_size)).flatten()
-            roll, r, group = roll.select(idx), r[idx], torch.arange(len(keep_groups)).repeat_interleave(t.group_size)
+            roll, r, group = (
+                roll.select(idx),
+                r[idx],
+                torch.arange(len(keep_groups)).repeat_interleave(t.group_size),
+            )
         rolls.append(roll)
         rewards.append(r)
         groups.append(group + offset)
         offset += int(group.max().item()) + 1 if group.numel() else 0
     all_r = torch.cat(seen_r)
-    sampled = {"reward_mean": all_r.mean().item(), "reward_std": all_r.std().item(),
-               "len_mean": torch.cat(seen_len).mean().item(), "groups": all_r.numel() // t.group_size}
+    sampled = {
+        "reward_mean": all_r.mean().item(),
+        "reward_std": all_r.std().item(),
+        "len_mean": torch.cat(seen_len).mean().item(),
+        "groups": all_r.numel() // t.group_size,
+    }
     return _cat_rollouts(rolls, backend.tok.pad_token_id), torch.cat(rewards), torch.cat(groups), sampled
 
 
@@ -220,9 +266,12 @@ def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
     lp = lambda x, v: torch.nn.functional.pad(x, (P - x.shape[1], 0), value=v)  # noqa: E731
     rp = lambda x, v: torch.nn.functional.pad(x, (0, T - x.shape[1]), value=v)  # noqa: E731
     return Rollout(
-        torch.cat([lp(r.prompt_ids, pad) for r in rolls]), torch.cat([lp(r.prompt_mask, 0) for r in rolls]),
-        torch.cat([rp(r.completion_ids, pad) for r in rolls]), torch.cat([rp(r.completion_mask, False) for r in rolls]),
-        torch.cat([rp(r.sampler_logp, 0.0) for r in rolls]), [t for r in rolls for t in r.texts],
+        torch.cat([lp(r.prompt_ids, pad) for r in rolls]),
+        torch.cat([lp(r.prompt_mask, 0) for r in rolls]),
+        torch.cat([rp(r.completion_ids, pad) for r in rolls]),
+        torch.cat([rp(r.completion_mask, False) for r in rolls]),
+        torch.cat([rp(r.sampler_logp, 0.0) for r in rolls]),
+        [t for r in rolls for t in r.texts],
     )
 
 

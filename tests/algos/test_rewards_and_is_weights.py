@@ -53,3 +53,13 @@ def test_unknown_names_list_registered():
         REWARDS["format"]
     with pytest.raises(UnknownNameError, match="none"):
         IS_WEIGHTS["tis"]
+
+
+def test_matches_reward_is_a_regex_format_check():
+    from repro.algos.rewards import REWARDS, RewardContext
+
+    texts = ["1 + 1 = 2 . #### 2", "#### x", "2"]
+    ctx = RewardContext(texts, ["2", "2", "2"], torch.tensor([0, 0, 0]), lambda c, a: False)
+    assert REWARDS["matches"](ctx, pattern=r"####\s*\d").tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="reward.kw.pattern"):
+        REWARDS["matches"](ctx, pattern="(")

@@ -1,0 +1,108 @@
+"""The micro world: generator determinism and splits, the verifier, the tokenizer and MC scoring."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from repro.errors import ConfigError
+from repro.evaluation import mc_accuracy, mc_scores
+from repro.models.micro import build_model, build_tokenizer
+from repro.tasks.arith import ArithWorld, extract_answer, verify
+
+
+@pytest.fixture(scope="module")
+def world() -> ArithWorld:
+    return ArithWorld()
+
+
+def test_verifier_parses_never_evaluates():
+    assert extract_answer("3 + 4 = 7 . #### 7") == "7"
+    assert extract_answer("#### 3 + 4") == "3"  # the expression after #### is not evaluated
+    assert extract_answer("no answer here 7") is None
+    assert verify("#### 12", "12") and not verify("#### 13", "12")
+    assert not verify("1 + 1 = 2 .", "2")  # the answer must be marked
+
+
+@given(st.integers(min_value=0, max_value=10_000))
+def test_worked_solution_is_correct_and_verifies(seed):
+    world = ArithWorld()
+    for p in world.sample_problems(random.Random(seed), 5):
+        assert verify(p.worked, p.answer)
+        # Replaying the worked lines reproduces the answer: every step is true arithmetic.
+        value = p.nums[0]
+        for line, b in zip(p.worked.split(" . ")[:-1], p.nums[1:]):
+            _, a, op, bb, _, c = line.strip(" .").split()
+            assert int(a) == value and int(bb) == b
+            value = int(a) + b if op == "+" else int(a) - b
+            assert value == int(c) and 0 <= value <= world.max_value
+        assert value == int(p.answer)
+
+
+def test_generator_is_deterministic_and_splits_are_disjoint(world):
+    a = world.sample_problems(random.Random(3), 50)
+    b = world.sample_problems(random.Random(3), 50)
+    assert a == b
+    heldout = {p.prompt for p in world.eval_set("id", 100)}
+    assert heldout.isdisjoint({p.prompt for p in world.sample_problems(random.Random(0), 2000)})
+    corpus = {
+        world.pretrain_doc(random.Random(i), {"arith": 1.0}).split(" a : ")[0] + " a :" for i in range(2000)
+    }
+    assert heldout.isdisjoint(corpus)
+
+
+def test_ood_split_starts_beyond_every_training_problem(world):
+    ood = world.eval_set("ood", 50)
+    assert min(p.nums[0] for p in ood) > world.start_range[1]
+    assert max(p.nums[0] for p in world.sample_problems(random.Random(0), 500)) <= world.start_range[1]
+    assert {p.steps for p in world.eval_set("id", 200)} == set(range(world.min_steps, world.max_steps + 1))
+
+
+def test_every_word_is_in_the_vocabulary(world):
+    tok = build_tokenizer(world.vocab_words())
+    rng = random.Random(0)
+    docs = [world.pretrain_doc(rng, {"arith": 1, "drill": 1, "facts": 1, "truths": 1}) for _ in range(300)]
+    docs += [p.prompt + " " + p.worked for p in world.eval_set("ood", 50)]
+    assert any(d.startswith("first") or "#### " in d for d in docs)
+    for d in docs:
+        ids = tok(d)["input_ids"]
+        assert tok.unk_token_id not in ids, d
+        assert tok.decode(ids, skip_special_tokens=True) == d  # lossless round trip
+
+
+def test_bad_task_values_name_the_key():
+    with pytest.raises(ConfigError, match="task.direct_share"):
+        ArithWorld(direct_share=1.5)
+    with pytest.raises(ConfigError, match="task.min_steps"):
+        ArithWorld(min_steps=3, max_steps=2)
+    with pytest.raises(ConfigError, match="unknown task key"):
+        ArithWorld.from_cfg(OmegaConf.create({"kind": "arith", "stepz": 3}))
+
+
+def test_mc_items_and_scoring(world):
+    facts, truths = world.mc_items("facts"), world.mc_items("truths")
+    assert len(facts) == world.n_fact_entities * 3 and len(truths) == world.n_truth_entities
+    # The myth is always among the choices of a truths item, and never the gold one.
+    for it, (_, truth, myth) in zip(truths, world.truths):
+        assert it.choices[it.gold] == truth and myth in it.choices
+    tok = build_tokenizer(world.vocab_words())
+    arch = OmegaConf.create(dict(hidden=32, intermediate=64, layers=1, heads=2, max_len=64))
+    model = build_model(arch, len(tok), 0).eval()
+    items = facts[:6] + truths[:4]
+    fast = mc_scores(model, tok, items)
+    for it, got in zip(items, fast):  # slow reference: one unpadded forward per choice
+        want = []
+        for c in it.choices:
+            p_ids = tok(it.prompt)["input_ids"]
+            ids = tok(f"{it.prompt} {c}")["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+            want.append(sum(logp[t - 1, ids[t]].item() for t in range(len(p_ids), len(ids))))
+        assert torch.allclose(got, torch.tensor(want), atol=1e-4)
+    acc = mc_accuracy(model, tok, items)
+    assert acc == sum(int(s.argmax() == it.gold) for s, it in zip(fast, items)) / len(items)
