@@ -88,9 +88,14 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# Task knobs that only shape evaluation sets: they do not change the pretraining corpus.
+EVAL_ONLY_TASK_KEYS = ("ood_start_range",)
+
+
 def pretrain_key(task_cfg: DictConfig, model_cfg: DictConfig) -> str:
+    task = OmegaConf.to_container(task_cfg, resolve=True)
     spec = {
-        "task": OmegaConf.to_container(task_cfg, resolve=True),
+        "task": {k: v for k, v in task.items() if k not in EVAL_ONLY_TASK_KEYS},
         "arch": OmegaConf.to_container(model_cfg.arch, resolve=True),
         "pretrain": OmegaConf.to_container(model_cfg.pretrain, resolve=True),
         "code": PRETRAIN_CODE_VERSION,
@@ -164,7 +169,7 @@ def pretrain(world: ArithWorld, model_cfg: DictConfig):
             progress.update(bar, advance=1, description=f"pretraining micro model (loss {loss.item():.3f})")
     info = {
         "steps": pcfg.steps,
-        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
         "seconds": time.time() - t0,
         "params": sum(p.numel() for p in model.parameters()),
     }

@@ -2,13 +2,14 @@
 
 Target task (GSM8K-like):
     "q : tom has 5 apples . first tom finds 3 . second tom loses 2 . how many apples ? a :"
-answered either by a worked solution "first 5 + 3 = 8 . second 8 - 2 = 6 . #### 6" or by a direct
-guess "#### 7". (The ordinal markers let a 1M-parameter model find step k's operand by content
-rather than by counting sentences, which it does not learn in a few minutes of pretraining.)
-Pretraining shows both styles; direct answers are right only part of the time (`direct_correct`),
-worked ones always. The base model therefore *knows* a reliable strategy but
-mostly picks the unreliable one: a weakness RL can fix by reweighting an early choice, which is
-what GRPO-style training does well (STACK-NOTES: RL cannot teach missing arithmetic facts).
+answered either by a worked solution "first 5 + 3 = 8 . second 8 - 2 = 6 . #### 6" or by a
+direct guess "#### 10" (adding every number in sight). The ordinal markers let a 1M-parameter
+model find step k's operand by content rather than by counting sentences, which it does not
+learn in a few minutes of pretraining. Pretraining shows both styles; direct answers are right
+only part of the time (`direct_correct`, else the add-everything shortcut), worked ones always.
+The base model therefore *knows* a reliable strategy but mostly picks the unreliable one: a
+weakness RL can fix by reweighting an early choice, which is what GRPO-style training does well
+(STACK-NOTES: RL cannot teach missing arithmetic facts).
 
 Retention tasks (scored by log-likelihood over choices, present in pretraining):
 - `facts` (MMLU-like): made-up entities with attributes ("q : what color is zib ? a : red").
@@ -32,8 +33,8 @@ from repro.errors import ConfigError
 
 NAMES = ["tom", "ann", "bob", "sue", "max", "liz", "sam", "eva"]
 OBJECTS = ["apples", "coins", "cards", "books", "eggs", "pens", "shells", "stamps"]
-PLUS_VERBS = ["finds", "buys", "gets", "wins"]
-MINUS_VERBS = ["loses", "sells", "eats", "gives"]
+PLUS_VERBS = ["gets", "finds", "buys", "wins"]
+MINUS_VERBS = ["loses", "gives", "sells", "eats"]
 ATTRS = {
     "color": ["red", "blue", "green", "gold", "gray", "pink"],
     "food": ["fish", "seeds", "grass", "fruit", "meat", "bugs"],
@@ -116,8 +117,9 @@ class ArithWorld:
     max_steps: int = 3
     start_range: tuple[int, int] = (2, 9)
     operand_range: tuple[int, int] = (1, 3)
-    ood_start_range: tuple[int, int] = (12, 17)  # OOD: larger numbers than any word problem used
+    ood_start_range: tuple[int, int] = (10, 13)  # OOD: larger numbers than any word problem used
     max_value: int = 20
+    verbs_per_op: int = 2  # how many verbs mean + (and -): more verbs, more for pretraining to learn
     direct_share: float = 0.7
     direct_correct: float = 0.35
     n_fact_entities: int = 30
@@ -183,6 +185,8 @@ class ArithWorld:
         lo, hi = self.operand_range
         if not 1 <= lo <= hi <= self.max_value:
             raise bad("operand_range", f"must satisfy 1 <= lo <= hi <= max_value, got {self.operand_range}")
+        if not 1 <= self.verbs_per_op <= len(PLUS_VERBS):
+            raise bad("verbs_per_op", f"must be in [1, {len(PLUS_VERBS)}], got {self.verbs_per_op}")
         if self.heldout_mod < 2:
             raise bad("heldout_mod", f"must be >= 2, got {self.heldout_mod}")
 
@@ -209,7 +213,7 @@ class ArithWorld:
             if not ops:  # operand too large either way: shrink it (keeps every value in vocab)
                 b = min(b, self.max_value - value)
             new = value + b if op == "+" else value - b
-            verb = rng.choice(PLUS_VERBS if op == "+" else MINUS_VERBS)
+            verb = rng.choice((PLUS_VERBS if op == "+" else MINUS_VERBS)[: self.verbs_per_op])
             sents.append(f"{ORDINALS[k]} {name} {verb} {b} .")
             work.append(f"{ORDINALS[k]} {value} {op} {b} = {new} .")
             value = new
@@ -243,12 +247,11 @@ class ArithWorld:
         return self.sample_problems(rng, n, split="heldout", ood=which == "ood")
 
     def direct_answer(self, rng: random.Random, p: Problem) -> str:
-        """The unreliable strategy: right with prob `direct_correct`, else off by 1-3."""
+        """The unreliable strategy: right with prob `direct_correct`, else the "add every number"
+        shortcut (right only when every step adds), so even its most likely answer is often wrong."""
         if rng.random() < self.direct_correct:
             return f"#### {p.answer}"
-        v = int(p.answer)
-        wrong = [v + d for d in (-3, -2, -1, 1, 2, 3) if 0 <= v + d <= self.max_value]
-        return f"#### {rng.choice(wrong)}"
+        return f"#### {min(sum(p.nums), self.max_value)}"
 
     # ---------------------------------------------------------------- retention tasks
     def mc_items(self, task: str) -> list[MCItem]:

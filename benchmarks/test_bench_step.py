@@ -1,0 +1,38 @@
+"""One full micro GRPO-family step (rollout 16x8 -> reward -> advantage -> 4 mini-batch updates),
+on the micro architecture with random weights (same compute per token as the pretrained model;
+completions run to max length, so this is the step's upper bound).
+
+    nox -s bench      or      pytest benchmarks/test_bench_step.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from repro import cli
+from repro.models import load_policy
+from repro.rollout import HFGenerateBackend
+from repro.tasks.arith import ArithWorld
+from repro.trainers.grpo import update
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("arm", ["dapo", "dapo_nsr", "gspo"])
+def test_micro_step(benchmark, arm, tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path))
+    search_dir = cli.prepare_environment(ROOT)
+    overrides = [f"experiment=clipping_bottleneck/{arm}", "model.pretrain.steps=0"]
+    overrides.append("trainer.dynamic_sampling=false")  # one generation round: a fixed amount of work
+    with cli.hydra_app() as hydra:
+        cfg = cli.compose(hydra, cli.with_searchpath(overrides, search_dir))
+    torch.set_num_threads(1)
+    model, tok = load_policy(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
+    world, rng, gen = ArithWorld.from_cfg(cfg.task), random.Random(0), torch.Generator().manual_seed(0)
+    backend = HFGenerateBackend(tok)
+    benchmark.pedantic(update, args=(cfg, world, model, backend, opt, rng, gen, 1), rounds=3, iterations=1)
