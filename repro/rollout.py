@@ -75,7 +75,7 @@ class HFGenerateBackend:
             top_p=None,
             pad_token_id=self.tok.pad_token_id,
             eos_token_id=self.tok.eos_token_id,
-            bos_token_id=self.tok.bos_token_id,
+            bos_token_id=self.tok.bos_token_id, return_dict_in_generate=True, output_logits=True,
         )
         parts = []
         was_training = model.training
@@ -83,9 +83,7 @@ class HFGenerateBackend:
         for i in range(0, len(expanded), self.batch_size):
             enc = self.tok(expanded[i : i + self.batch_size], return_tensors="pt", padding=True)
             enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            out = model.generate(
-                **enc, generation_config=gen_cfg, return_dict_in_generate=True, output_logits=True
-            )
+            out = model.generate(**enc, generation_config=gen_cfg)
             P = enc["input_ids"].shape[1]
             comp = out.sequences[:, P:]  # (b, T)
             logits = torch.stack(out.logits, dim=1).float()  # (b, T, V)
