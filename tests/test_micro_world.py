@@ -106,3 +106,18 @@ def test_mc_items_and_scoring(world):
         assert torch.allclose(got, torch.tensor(want), atol=1e-4)
     acc = mc_accuracy(model, tok, items)
     assert acc == sum(int(s.argmax() == it.gold) for s, it in zip(fast, items)) / len(items)
+
+
+def test_sft_examples_are_deterministic_correct_and_off_the_pretraining_styles(world):
+    a = world.sft_examples(random.Random(7), 40)
+    assert a == world.sft_examples(random.Random(7), 40)
+    vocab = set(world.vocab_words())
+    for prompt, completion in a:
+        assert not world.is_heldout(prompt)
+        steps = completion.split(" #### ")[0].split(" . ")
+        assert all(s.split()[1] == ":" and " is " in s for s in steps)  # "first : 5 + 3 is 8"
+        assert "=" not in completion  # never the worked style, never a bare direct answer
+        assert set(completion.split()) <= vocab
+    # Correct: the demonstration's answer is the problem's (re-sampled with the same rng).
+    problems = world.sample_problems(random.Random(7), 40)
+    assert all(verify(c, p.answer) for (_, c), p in zip(a, problems, strict=True))

@@ -2,15 +2,18 @@
 
     reward -> advantage -> is_weight -> objective -> aggregate
 
+plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers.
+
 Importing this package registers every built-in function; papers add theirs with the
 `register` decorators (e.g. `@OBJECTIVES.register("my_loss")`).
 """
 
-from repro.algos import advantages, aggregation, is_weights, objectives, rewards  # noqa: F401  (registers)
+from repro.algos import advantages, aggregation, distill, is_weights, objectives, rewards  # noqa: F401  (registers)
 from repro.algos.advantages import ADVANTAGES
 from repro.algos.aggregation import AGGREGATIONS
+from repro.algos.distill import DISTILL_LOSSES
 from repro.algos.is_weights import IS_WEIGHTS
 from repro.algos.objectives import OBJECTIVES, RESCUES
 from repro.algos.rewards import REWARDS
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "IS_WEIGHTS", "OBJECTIVES", "RESCUES", "REWARDS"]
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "DISTILL_LOSSES", "IS_WEIGHTS", "OBJECTIVES", "RESCUES", "REWARDS"]

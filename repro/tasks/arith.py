@@ -253,6 +253,24 @@ class ArithWorld:
             return f"#### {p.answer}"
         return f"#### {min(sum(p.nums), self.max_value)}"
 
+    # ---------------------------------------------------------------- SFT demonstrations
+    def sft_examples(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
+        """`n` (prompt, completion) demonstrations on train problems, in a third solution style the
+        pretraining never shows: "first : 5 + 3 is 8 . second : 8 - 2 is 6 . #### 6".
+
+        The states along these completions (":" after the ordinal, "is" for "=") are off the base
+        model's own distribution, which is what SFT on fixed data supervises (states, not tokens).
+        Uses only words already in the vocabulary, so the pretrained model is unchanged.
+        """
+        out = []
+        for p in self.sample_problems(rng, n, split="train"):
+            steps = []
+            for sent in p.worked.split(" . ")[: p.steps]:
+                ordinal, a, op, b, _eq, c = sent.rstrip(" .").split()
+                steps.append(f"{ordinal} : {a} {op} {b} is {c} .")
+            out.append((p.prompt, " ".join(steps) + f" #### {p.answer}"))
+        return out
+
     # ---------------------------------------------------------------- retention tasks
     def mc_items(self, task: str) -> list[MCItem]:
         """Multiple-choice retention items, scored by log-likelihood of each choice."""

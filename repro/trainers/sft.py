@@ -1,0 +1,103 @@
+"""Supervised fine-tuning on fixed demonstrations (eq. 5: L = -E_{s~d_data} log pi(y*|s)).
+
+Reads top to bottom as the algorithm:
+    fixed demonstrations -> (LoRA) -> for each epoch and batch: teacher forcing
+    -> continuation CE on the demonstration tokens -> aggregate -> step
+    -> periodic eval (target, retention, forgetting vs step 0, state drift) -> save the model
+
+The states it trains on are the demonstrations' prefixes, a solution style the base model never
+writes (repro.tasks.arith.ArithWorld.sft_examples), so `drift/*` measures how far off-policy they are.
+The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
+(`trainer.teacher=<dir>` of opd / offline_distill, or `model.kind=hf model.path=<dir>`).
+
+Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=sft seed=1 trainer.epochs=1
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from repro.algos import AGGREGATIONS, DISTILL_LOSSES
+from repro.models import load_policy
+from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.tasks.arith import ArithWorld
+from repro.trainers.base import TRAINERS, Logger, TrainerSpec
+from repro.trainers.common import (
+    HeldOut,
+    encode_pairs,
+    need,
+    optimizer,
+    optimizer_step,
+    save_checkpoint,
+    seed_all,
+    validate_common,
+    validate_lora,
+    with_lora,
+)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cheap checks of every key the trainer uses; raises ConfigError naming the key."""
+    t = cfg.trainer
+    validate_common(t)
+    need(t, "n_examples", t.n_examples >= 1, "must be >= 1")
+    need(t, "epochs", t.epochs >= 1, "must be >= 1")
+    need(t, "batch_size", t.batch_size >= 1, "must be >= 1")
+    need(t, "steps", t.steps is None or t.steps >= 0, "must be null (every epoch) or >= 0")
+    validate_lora(t)
+    ArithWorld.from_cfg(cfg.task)
+
+
+def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
+    validate(cfg)
+    t = cfg.trainer
+    torch.set_num_threads(t.threads)
+    _, gen = seed_all(cfg.seed)
+
+    world = ArithWorld.from_cfg(cfg.task)
+    model, tok = load_policy(cfg)
+    backend = HFGenerateBackend(tok)
+    # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
+    data = world.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples)
+    held = HeldOut.build(cfg, world, model, tok, backend)  # base model's states and scores
+    train_states = held.demo_states()
+
+    model = with_lora(model, t.lora)
+    model.train()
+    opt = optimizer(model, t)
+    per_epoch = math.ceil(len(data) / t.batch_size)
+    total = t.epochs * per_epoch if t.steps is None else min(t.steps, t.epochs * per_epoch)
+
+    last_eval = held.evaluate(model, 0, train_states)
+    log(last_eval, 0)
+    t0, step = time.time(), 0
+    for epoch in range(t.epochs):
+        for idx in torch.randperm(len(data), generator=gen).split(t.batch_size):
+            if step == total:
+                break
+            step += 1
+            # Teacher forcing on the demonstrations: the states come from the data, not the model.
+            batch = encode_pairs(tok, [data[i] for i in idx.tolist()])
+            logp = token_logp(sequence_logits(model, batch), batch.completion_ids)  # (b, T)
+            mask = batch.completion_mask  # (b, T)
+            loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (b, T)
+            loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+            grad_norm = optimizer_step(model, opt, loss, t, step)
+            log({"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/epoch": float(epoch)}, step)
+            if step % t.eval_every == 0 or step == total:
+                last_eval = held.evaluate(model, step, train_states)
+                log(last_eval, step)
+
+    final = dict(last_eval)
+    final["train/steps"] = float(step)
+    final["train/seconds"] = time.time() - t0
+    save_checkpoint(cfg, model, tok)
+    return final
+
+
+TRAINERS.register("sft")(TrainerSpec(validate=validate, train=train))
