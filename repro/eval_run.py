@@ -1,5 +1,6 @@
 """`repro eval`: load one model by config, score it on benchmarks through lm-eval, and write
-`<results_dir>/eval/<model>/<UTC time>.json` (metrics, example counts, config, provenance)."""
+`<results_dir>/eval/<model>/<UTC time>.json` (metrics, example counts, config, provenance); with
+`tracking.log` also one MLflow run (experiment `tracking.experiment`, default `eval`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from repro import provenance
+from repro import provenance, tracking
 from repro.errors import ConfigError
 from repro.evaluation_lm import build_tasks, evaluate
 from repro.models import load_policy
@@ -53,6 +54,23 @@ def run_eval(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> tu
         "git_dirty": dirty,
         "versions": provenance.versions(),
     }
+    if cfg.tracking.get("log"):
+        run = tracking.Run(
+            cfg.tracking.uri,
+            cfg.tracking.experiment,
+            run_name=record["model"],
+            tags={
+                "model": record["model"],
+                "git_sha": sha,
+                "git_dirty": str(dirty).lower(),
+                "overrides": " ".join(overrides),
+                "kind": "eval",
+            },
+        )
+        run.log_params(tracking.flatten(record["config"]))
+        run(metrics, step=0)
+        run.end("FINISHED")
+        record["mlflow_run_id"] = run.run_id
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = Path(cfg.paths.results_dir) / "eval" / record["model"] / f"{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from repro import cli
+from repro import cli, tracking
 from repro.evaluation_lm import TASKS, evaluate
 
 from .conftest import GSM8K, MMLU_ROWS, TRUTHFULQA
@@ -66,6 +66,7 @@ def test_cli_eval_writes_record(tiny_lm, data_root, tmp_path, monkeypatch, capsy
     tok.save_pretrained(folder)
     monkeypatch.setenv("REPRO_DATA_DIR", str(data_root))
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     status = cli.main(
         [
             "eval",
@@ -89,6 +90,10 @@ def test_cli_eval_writes_record(tiny_lm, data_root, tmp_path, monkeypatch, capsy
         "eval/gsm8k/exact_match_flexible",
         "eval/truthfulqa_mc1/acc",
     }
+    logged = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(record["mlflow_run_id"])
+    assert logged.data.metrics["eval/truthfulqa_mc1/acc"] == pytest.approx(
+        record["metrics"]["eval/truthfulqa_mc1/acc"], abs=1e-6
+    )
 
 
 def test_cli_eval_missing_data_is_a_config_error(tmp_path, monkeypatch, capsys):
