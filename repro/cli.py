@@ -10,6 +10,7 @@
     repro tables [slug ...] [--force]                                   paper_tables/<slug>/comparison.md
     repro ui [--port 5000]                                              MLflow UI on 127.0.0.1
     repro list                                                          papers and their arms
+    repro eval model=smollm2_135m tasks=[gsm8k,mmlu] eval.limit=200     benchmarks via lm-eval
 
 Paper packages live in `<root>/experiments/<slug>/` (an arm = one Hydra file; `suite.yaml` says what
 `reproduce` runs). They are the Hydra group `experiment`: the CLI links
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONFIG_NAME = "config"
+EVAL_CONFIG_NAME = "evaluate"
 SUITE_FILE = "suite.yaml"
 # `repro run` flags that only Hydra's own command line understands: hand those runs to hydra.main.
 HYDRA_ONLY_FLAGS = {
@@ -177,12 +179,12 @@ def hydra_app() -> Iterator[Any]:
         GlobalHydra.instance().clear()
 
 
-def compose(hydra: Any, overrides: Sequence[str]) -> DictConfig:
+def compose(hydra: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME) -> DictConfig:
     """The job config for `overrides` (no `hydra` node), as a run would see it."""
     from hydra.types import RunMode
 
     cfg = hydra.compose_config(
-        CONFIG_NAME, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
+        config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
     )
     with open_dict(cfg):
         del cfg["hydra"]
@@ -493,6 +495,23 @@ def cmd_list(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(ns: argparse.Namespace) -> int:
+    """`repro eval [overrides]`: score one model on benchmarks, print a table, write
+    `<results_dir>/eval/<model>/<timestamp>.json`."""
+    prepare_environment()
+    with hydra_app() as hydra:
+        cfg = compose(hydra, ns.overrides, config_name=EVAL_CONFIG_NAME)
+    from repro.eval_run import run_eval
+
+    record, path = run_eval(cfg, ns.overrides)
+    print(f"{'metric':<44} {'value':>8}")
+    for key, value in record["metrics"].items():
+        print(f"{key:<44} {value:>8.4f}")
+    counts = ", ".join(f"{k} {v}" for k, v in record["counts"].items())
+    print(f"examples: {counts}; wall {record['wall_s']:.0f} s\nrecord:   {path}")
+    return 0
+
+
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     """One parser per command (`run` is parsed by Hydra)."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -511,10 +530,18 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     u = argparse.ArgumentParser(prog="repro ui", description="MLflow UI on 127.0.0.1 for the tracking store.")
     u.add_argument("--port", type=int, default=5000)
     lst = argparse.ArgumentParser(prog="repro list", description="Papers, their arms and suites.")
-    return {"reproduce": r, "tables": t, "ui": u, "list": lst}
+    e = argparse.ArgumentParser(prog="repro eval", description=cmd_eval.__doc__, formatter_class=fmt)
+    e.add_argument("overrides", nargs="*", help="Hydra overrides of repro/conf/evaluate.yaml")
+    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e}
 
 
-COMMANDS = {"reproduce": cmd_reproduce, "tables": cmd_tables, "ui": cmd_ui, "list": cmd_list}
+COMMANDS = {
+    "reproduce": cmd_reproduce,
+    "tables": cmd_tables,
+    "ui": cmd_ui,
+    "list": cmd_list,
+    "eval": cmd_eval,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

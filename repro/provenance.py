@@ -88,7 +88,7 @@ def _replace_prefixes(node: Any, prefixes: list[tuple[str, str]]) -> Any:
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as a plain dict, with this machine's absolute paths written as
-    `<root>`, `<results_dir>`, `<cache_dir>` and `<tables_dir>`, so records from two machines
+    `<root>`, `<results_dir>`, `<cache_dir>`, `<tables_dir>` and `<data_dir>`, so records from two machines
     compare equal. The `hydra` node, if present, is dropped."""
     cfg = cfg.copy()
     with open_dict(cfg):
@@ -97,7 +97,7 @@ def portable_config(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(container, dict)
     paths = container.get("paths") or {}
     prefixes = []
-    for key in ("cache_dir", "results_dir", "tables_dir", "root"):
+    for key in ("cache_dir", "results_dir", "tables_dir", "data_dir", "root"):
         value = paths.get(key)
         if isinstance(value, str) and value not in ("", ".", "/"):
             prefixes.append((str(Path(value).absolute()), f"<{key}>"))
