@@ -21,7 +21,7 @@ TORCH = "torch==2.13.0"
 
 def install(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,eval]")
 
 
 @nox.session

@@ -75,7 +75,9 @@ class HFGenerateBackend:
             top_p=None,
             pad_token_id=self.tok.pad_token_id,
             eos_token_id=self.tok.eos_token_id,
-            bos_token_id=self.tok.bos_token_id, return_dict_in_generate=True, output_logits=True,
+            bos_token_id=self.tok.bos_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
         )
         parts = []
         was_training = model.training

@@ -115,9 +115,14 @@ def test_clipping_fires_with_the_default_update_schedule():
     t = micro.trainer
     assert t.minibatches * t.epochs >= 2
     cfg = compose(
-        "experiment=clipping_bottleneck/dapo", "scale=tiny", "trainer.steps=3",
-        f"trainer.minibatches={t.minibatches}", f"trainer.epochs={t.epochs}", "trainer.lr=3e-3",
-        "trainer.prompts_per_step=8", "reward=[{name:matches,kw:{pattern:'[0-9] [.]'}}]",
+        "experiment=clipping_bottleneck/dapo",
+        "scale=tiny",
+        "trainer.steps=3",
+        f"trainer.minibatches={t.minibatches}",
+        f"trainer.epochs={t.epochs}",
+        "trainer.lr=3e-3",
+        "trainer.prompts_per_step=8",
+        "reward=[{name:matches,kw:{pattern:'[0-9] [.]'}}]",
     )
     _, curves = train(cfg)
     assert max(v for _, v in curves["train/clipfrac"]) > 0
