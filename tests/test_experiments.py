@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hydra_helpers import compose, train
 
 from repro import cli
 from repro.errors import ConfigError
@@ -17,23 +18,6 @@ from repro.trainers import TRAINERS
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = [(slug, arm) for slug in cli.packages(ROOT) for arm in cli.package_arms(ROOT, slug)]
 GOLDEN = Path(__file__).parent / "golden" / "tiny_dapo_nsr.json"
-
-
-def compose(*overrides: str):
-    search_dir = cli.prepare_environment(ROOT)
-    with cli.hydra_app() as hydra:
-        return cli.compose(hydra, cli.with_searchpath(list(overrides), search_dir))
-
-
-def train(cfg):
-    curves: dict[str, list[tuple[int, float]]] = {}
-
-    def log(metrics, step):
-        for k, v in metrics.items():
-            curves.setdefault(k, []).append((step, v))
-
-    final = TRAINERS[cfg.trainer.name].train(cfg, log)
-    return final, curves
 
 
 def test_every_package_has_arms():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra_helpers import compose, train
 from safetensors.torch import load_file
 
-from repro import cli
 from repro.errors import ConfigError
 from repro.models.micro import load_or_pretrain
 from repro.trainers import TRAINERS
@@ -32,23 +32,6 @@ EVAL_KEYS = [
     "drift/jaccard",
     "drift_policy/mmd2",
 ]
-
-
-def compose(*overrides: str):
-    search_dir = cli.prepare_environment(ROOT)
-    with cli.hydra_app() as hydra:
-        return cli.compose(hydra, cli.with_searchpath(list(overrides), search_dir))
-
-
-def train(cfg):
-    curves: dict[str, list[tuple[int, float]]] = {}
-
-    def log(metrics, step):
-        for k, v in metrics.items():
-            curves.setdefault(k, []).append((step, v))
-
-    final = TRAINERS[cfg.trainer.name].train(cfg, log)
-    return final, curves
 
 
 @pytest.mark.parametrize(

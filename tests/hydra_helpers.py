@@ -1,0 +1,29 @@
+"""Shared by tests that compose real configs and train in-process (no subprocess, no MLflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from repro import cli
+from repro.trainers import TRAINERS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose(*overrides: str):
+    """The job config `repro run <overrides>` would build, with the experiment group resolved."""
+    search_dir = cli.prepare_environment(ROOT)
+    with cli.hydra_app() as hydra:
+        return cli.compose(hydra, cli.with_searchpath(list(overrides), search_dir))
+
+
+def train(cfg):
+    """Run the configured trainer; returns (final metrics, {metric: [(step, value), ...]})."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+
+    def log(metrics, step):
+        for k, v in metrics.items():
+            curves.setdefault(k, []).append((step, v))
+
+    final = TRAINERS[cfg.trainer.name].train(cfg, log)
+    return final, curves
