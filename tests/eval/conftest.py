@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from omegaconf import OmegaConf
 
-from repro.models.micro import build_tokenizer
+from repro.models.micro import build_model, build_tokenizer
 
 GSM8K = [
     {"question": "tom has 3 apples and gets 4 more . how many apples ?", "answer": "3 + 4 = 7 . #### 7"},
@@ -79,18 +78,5 @@ def data_root(tmp_path: Path) -> Path:
 def tiny_lm():
     """(model, tokenizer): a 2-layer Llama over the fixture words, random weights, in memory."""
     tok = build_tokenizer(fixture_words())
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    return model, tok
+    arch = OmegaConf.create({"hidden": 32, "intermediate": 64, "layers": 2, "heads": 2, "max_len": 512})
+    return build_model(arch, len(tok), seed=0).eval(), tok
