@@ -310,7 +310,7 @@ def reproduce(
 ) -> int:
     """Validate every arm, create the MLflow store, run arms x seeds as one multirun, build tables.
     With dry_run, stop after validating and printing the plan."""
-    from repro import runner, tracking
+    from repro import pipeline, runner, tracking
 
     tic = time.monotonic()
     root = find_root()
@@ -339,15 +339,20 @@ def reproduce(
 
     # Compose and validate every arm before anything runs: a typo fails in seconds, not hours.
     cfgs: dict[str, DictConfig] = {}
+    needs: dict[str, list[str]] = {}  # arm -> the arms of this run whose outputs it needs
     with hydra_app() as hydra:
         for arm in arms:
-            cfg = compose(
-                hydra, with_searchpath([f"experiment={slug}/{arm}", f"seed={seeds[0]}", *user], search_dir)
-            )
+            arm_overrides = [f"experiment={slug}/{arm}", f"seed={seeds[0]}", *user]
+            cfg = compose(hydra, with_searchpath(arm_overrides, search_dir))
             try:
-                runner.resolve_trainer(cfg)
+                stages = pipeline.plan(cfg, arm_overrides)
+                runner.resolve_trainer(pipeline.apply(cfg, stages))
             except (ConfigError, UnknownNameError) as exc:
                 raise ConfigError(f"{slug}/{arm}: {exc}") from None
+            needs[arm] = [
+                st.experiment.split("/", 1)[1] for st in stages if st.experiment.startswith(f"{slug}/")
+            ]
+            needs[arm] = [a for a in needs[arm] if a in arms]
             if cfg.get("paper") != slug:
                 raise ConfigError(
                     f"experiments/{slug}/{arm}.yaml: paper is {cfg.get('paper')!r}, expected '{slug}'"
@@ -356,24 +361,30 @@ def reproduce(
     first = cfgs[arms[0]]
     uri, experiment = first.tracking.uri, first.tracking.experiment or slug
 
-    sweep = [
-        f"experiment={','.join(f'{slug}/{a}' for a in arms)}",
-        f"seed={','.join(map(str, seeds))}",
-        *user,
-        *([] if user_threads else [f"++trainer.threads={threads}"]),
-    ]
-    if jobs > 1:
-        sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    # Arms that learn from other arms' outputs (repro.pipeline stages) run in a later wave.
+    sweeps = []
+    for wave in waves(arms, needs):
+        sweep = [
+            f"experiment={','.join(f'{slug}/{a}' for a in wave)}",
+            f"seed={','.join(map(str, seeds))}",
+            *user,
+            *([] if user_threads else [f"++trainer.threads={threads}"]),
+        ]
+        if jobs > 1:
+            sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(wave) * len(seeds))}"]
+        sweeps.append(sweep)
     print(
-        f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(arms) * len(seeds)} runs, "
-        f"{jobs} parallel job(s) x {threads} thread(s)",
+        f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(arms) * len(seeds)} runs"
+        f"{f' in {len(sweeps)} waves' if len(sweeps) > 1 else ''}, {jobs} parallel job(s) x {threads} thread(s)",
         flush=True,
     )
     if dry_run:
-        print(f"  validated: {', '.join(arms)}\n  would run: repro run -m {' '.join(sweep)}")
+        print(f"  validated: {', '.join(arms)}")
+        for sweep in sweeps:
+            print(f"  would run: repro run -m {' '.join(sweep)}")
         return 0
     tracking.ensure_store(uri, experiment)
-    outcomes = launch(sweep, multirun=True, search_dir=search_dir)
+    outcomes = [o for sweep in sweeps for o in launch(sweep, multirun=True, search_dir=search_dir)]
 
     scale = OmegaConf.select(first, "scale.name")
     results_dir = Path(first.paths.results_dir)
@@ -387,6 +398,22 @@ def reproduce(
     print(f"  MLflow:   {uri} (experiment '{experiment}'); browse with `repro ui`")
     print(f"  tables:   {tables_line}")
     return 0 if runs_ok and tables_ok else 1
+
+
+def waves(arms: Sequence[str], needs: dict[str, list[str]]) -> list[list[str]]:
+    """Arms grouped so that every arm runs after the arms it needs (order kept within a wave)."""
+    level: dict[str, int] = {}
+
+    def depth(arm: str, seen: tuple[str, ...] = ()) -> int:
+        if arm in seen:
+            raise ConfigError(f"stages form a cycle: {' -> '.join([*seen, arm])}")
+        if arm not in level:
+            level[arm] = 1 + max((depth(a, (*seen, arm)) for a in needs.get(arm, [])), default=-1)
+        return level[arm]
+
+    for arm in arms:
+        depth(arm)
+    return [[a for a in arms if level[a] == k] for k in range(max(level.values()) + 1)]
 
 
 def _is_extra(override: str) -> bool:

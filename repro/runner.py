@@ -2,8 +2,10 @@
 
 `run_one(cfg)` is what every Hydra job of `repro run` / `repro reproduce` calls:
 
+    plan upstream stages (repro.pipeline)            cheap; their outputs become teacher / model
     validate (trainer name, then spec.validate)      cheap; raises ConfigError, nothing recorded
     seed, open the MLflow run (tags, params, config)
+    run missing upstream stages (their own runs)
     spec.train(cfg, log)                              log(metrics, step) -> MLflow + curves
     final metrics + summary artefact, run record      FINISHED
     any exception while training                      FAILED + failure_reason + .failed.json
@@ -30,7 +32,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from repro import provenance, records, tracking
+from repro import pipeline, provenance, records, tracking
 from repro.errors import ConfigError
 from repro.registry import UnknownNameError
 
@@ -123,6 +125,8 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     if overrides is None:
         overrides = hydra_overrides()
     try:
+        stages = pipeline.plan(cfg, overrides)  # upstream runs this one starts from / learns from
+        cfg = pipeline.apply(cfg, stages)
         spec = resolve_trainer(cfg)
         portable = provenance.portable_config(cfg)  # resolves every interpolation
     except OmegaConfBaseException as exc:
@@ -177,6 +181,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         resolved = OmegaConf.to_container(cfg, resolve=True)
         run.log_params(tracking.flatten({k: v for k, v in resolved.items() if k != "hydra"}))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        pipeline.ensure(stages)  # run missing upstream stages first (each its own tracked run)
         final = dict(spec.train(cfg, run) or {})
         run.log_final(final)
         run.log_text(json.dumps(final, indent=1, default=str), "summary.json")

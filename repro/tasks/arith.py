@@ -254,7 +254,7 @@ class ArithWorld:
         return f"#### {min(sum(p.nums), self.max_value)}"
 
     # ---------------------------------------------------------------- SFT demonstrations
-    def sft_examples(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
+    def sft_examples(self, rng: random.Random, n: int, style: str = "third") -> list[tuple[str, str]]:
         """`n` (prompt, completion) demonstrations on train problems, in a third solution style the
         pretraining never shows: "first : 5 + 3 is 8 . second : 8 - 2 is 6 . #### 6".
 
@@ -262,8 +262,13 @@ class ArithWorld:
         model's own distribution, which is what SFT on fixed data supervises (states, not tokens).
         Uses only words already in the vocabulary, so the pretrained model is unchanged.
         """
+        if style not in ("third", "worked"):
+            raise ConfigError(f"SFT style '{style}' is not one of: third, worked")
         out = []
         for p in self.sample_problems(rng, n, split="train"):
+            if style == "worked":  # the reliable style the base model writes only a minority of the time
+                out.append((p.prompt, p.worked))
+                continue
             steps = []
             for sent in p.worked.split(" . ")[: p.steps]:
                 ordinal, a, op, b, _eq, c = sent.rstrip(" .").split()

@@ -1,4 +1,4 @@
-"""Pieces the supervised and distillation trainers share (sft, opd, offline_distill).
+"""Pieces every trainer shares (grpo, sft, opd, offline_distill, eval_only).
 
     held = HeldOut.build(cfg, world, model, tok, backend)   # eval sets + the base model's states
     metrics = held.evaluate(model, step, train_states)      # eval/*, retention/*, drift/*, drift_policy/*
@@ -121,23 +121,23 @@ class HeldOut:
     def drift_prompts(self) -> list[str]:
         return [p for p, _ in self.drift_examples]
 
-    def demo_states(self) -> list[str]:
-        """Prefix states of the SFT demonstrations on the drift prompts (fixed, off-policy)."""
-        return states_of(
-            self.drift_prompts, [c for _, c in self.drift_examples], self.cfg.trainer.drift_every
-        )
+    def demo_states(self, world: ArithWorld, style: str) -> list[str]:
+        """Prefix states of SFT demonstrations (in `style`) on the drift prompts (fixed, off-policy)."""
+        demos = world.sft_examples(random.Random(DRIFT_SEED), self.cfg.trainer.drift_n, style)
+        return states_of([p for p, _ in demos], [c for _, c in demos], self.cfg.trainer.drift_every)
 
     def policy_states(self, model) -> list[str]:
         """Prefix states of `model`'s own sampled rollouts on the fixed drift prompts (fixed seed)."""
         t = self.cfg.trainer
-        roll = self.backend.generate(
-            model,
-            self.drift_prompts,
-            n=1,
-            max_new_tokens=t.max_new_tokens,
-            temperature=1.0,
-            seed=self.cfg.seed,
-        )
+        with torch.random.fork_rng():  # reseeds privately: training's random stream is untouched
+            roll = self.backend.generate(
+                model,
+                self.drift_prompts,
+                n=1,
+                max_new_tokens=t.max_new_tokens,
+                temperature=1.0,
+                seed=self.cfg.seed,
+            )
         return states_of(self.drift_prompts, roll.texts, t.drift_every)
 
     def evaluate(self, model, step: int, train_states: list[str] | None) -> dict[str, float]:

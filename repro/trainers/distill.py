@@ -67,7 +67,8 @@ def validate(cfg: DictConfig) -> None:
         except UnknownNameError as e:
             raise ConfigError(f"trainer.loss: {e}") from None
     teacher = t.teacher
-    if isinstance(teacher, str) and not (Path(teacher) / "config.json").exists():
+    pending = "teacher" in (OmegaConf.select(cfg, "stages") or {})  # repro.pipeline trains it first
+    if isinstance(teacher, str) and not pending and not (Path(teacher) / "config.json").exists():
         raise ConfigError(f"trainer.teacher: no checkpoint (config.json) in {teacher!r}")
     if teacher is not None and not isinstance(teacher, str) and "kind" not in teacher:
         raise ConfigError(

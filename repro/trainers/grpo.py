@@ -22,12 +22,12 @@ from rich.progress import Progress
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
 from repro.algos.rewards import RewardContext
 from repro.errors import ConfigError, NonFiniteError
-from repro.evaluation import accuracy, mc_accuracy
 from repro.models import load_policy
 from repro.registry import UnknownNameError
 from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_entropy, token_logp
 from repro.tasks.arith import ArithWorld, verify
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
+from repro.trainers.common import HeldOut
 
 
 def validate(cfg: DictConfig) -> None:
@@ -54,6 +54,8 @@ def validate(cfg: DictConfig) -> None:
     need("max_new_tokens", t.max_new_tokens >= 1, "must be >= 1")
     need("eval_every", t.eval_every >= 1, "must be >= 1")
     need("eval_n", t.eval_n >= 1, "must be >= 1")
+    need("drift_n", t.drift_n >= 2, "must be >= 2 (MMD needs two states per side)")
+    need("drift_every", t.drift_every >= 1, "must be >= 1")
     need("grad_clip", t.grad_clip > 0, "must be > 0")
     need("threads", t.threads >= 1, "must be >= 1")
     need("dynamic_sampling_rounds", t.dynamic_sampling_rounds >= 1, "must be >= 1")
@@ -96,27 +98,11 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model.train()
     backend = HFGenerateBackend(tok)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
-    evals = {"id": world.eval_set("id", t.eval_n), "ood": world.eval_set("ood", t.eval_n)}
-    mc = {name: world.mc_items(name) for name in ("facts", "truths")}
+    # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
+    held = HeldOut.build(cfg, world, model, tok, backend)
 
     def evaluate(step: int) -> dict[str, float]:
-        out = {}
-        for split, probs in evals.items():
-            max_new = t.max_new_tokens + (8 if split == "ood" else 0)
-            out[f"eval/{split}/greedy_acc"] = accuracy(
-                model, backend, probs, verify, greedy=True, max_new_tokens=max_new
-            )
-            out[f"eval/{split}/sample_acc"] = accuracy(
-                model,
-                backend,
-                probs,
-                verify,
-                greedy=False,
-                max_new_tokens=max_new,
-                seed=cfg.seed * 1000 + step,
-            )
-        for name, items in mc.items():
-            out[f"eval/retention/{name}_acc"] = mc_accuracy(model, tok, items)
+        out = held.evaluate(model, step, train_states=None)
         log(out, step)
         return out
 

@@ -63,9 +63,9 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     backend = HFGenerateBackend(tok)
     # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
-    data = world.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples)
+    data = world.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
     held = HeldOut.build(cfg, world, model, tok, backend)  # base model's states and scores
-    train_states = held.demo_states()
+    train_states = held.demo_states(world, t.style)
 
     model = with_lora(model, t.lora)
     model.train()

@@ -1,0 +1,149 @@
+"""Chained stages: a run that starts from, or learns from, another arm's trained model.
+
+An arm declares its upstream stages in config, by role:
+
+    stages:
+      teacher: states_not_tokens/stress_sft   # trainer.teacher := that arm's final checkpoint
+      init: states_not_tokens/mild_sft       # model := that arm's checkpoint (start from it)
+
+The upstream arm is composed with the same seed and the same non-trainer overrides (scale, task,
+model, ...) as the run that needs it, so `repro reproduce <paper> scale=tiny` chains tiny stages.
+Its output is `<cache_dir>/checkpoints/<config hash>/seed<N>/` (repro.trainers.common): a stage
+whose output exists is reused, not recomputed; one that is missing is run first (as a normal,
+tracked and recorded run of its own arm), under a file lock so parallel jobs that need the same
+stage wait for one another instead of training it twice.
+
+    stages = plan(cfg, overrides)        # cheap: compose upstream configs, locate their outputs
+    cfg = apply(cfg, stages)             # trainer.teacher / model point at those outputs
+    ensure(stages)                       # run the missing ones (raises StageError if one fails)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from repro.errors import ConfigError
+
+ROLES = ("teacher", "init")
+# Overrides that belong to the downstream run only: its arm, its seed, its own trainer settings.
+_NOT_INHERITED = ("experiment", "seed", "trainer", "stages", "hydra")
+MAX_DEPTH = 8  # a longer chain is almost surely a cycle
+
+
+class StageError(RuntimeError):
+    """An upstream stage failed or produced no checkpoint."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    role: str  # teacher | init
+    experiment: str  # <paper>/<arm>
+    cfg: DictConfig  # the upstream run's composed config
+    overrides: tuple[str, ...]  # what `repro run` would get to run it
+    output: Path  # its checkpoint dir
+
+    @property
+    def done(self) -> bool:
+        return (self.output / "config.json").exists()
+
+
+def inherited(overrides: Sequence[str] | None) -> list[str]:
+    """The overrides an upstream stage shares with the run that needs it."""
+    keep = []
+    for o in overrides or []:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key.split(".", 1)[0].split("/", 1)[0] not in _NOT_INHERITED:
+            keep.append(o)
+    return keep
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra.core.global_hydra import GlobalHydra
+
+    from repro import cli
+
+    search_dir = cli.prepare_environment()
+    full = cli.with_searchpath(overrides, search_dir)
+    gh = GlobalHydra.instance()
+    if gh.is_initialized() and getattr(gh, "hydra", None) is not None:  # inside a Hydra job
+        return cli.compose(gh.hydra, full)
+    with cli.hydra_app() as hydra:
+        return cli.compose(hydra, full)
+
+
+def plan(cfg: DictConfig, overrides: Sequence[str] | None, _depth: int = 0) -> list[Stage]:
+    """The upstream stages `cfg.stages` declares, composed and located (nothing runs)."""
+    from repro.trainers.common import checkpoint_dir
+
+    declared = OmegaConf.select(cfg, "stages") or {}
+    if not isinstance(declared, DictConfig):
+        raise ConfigError(f"stages: expected a mapping role -> <paper>/<arm>, got {declared!r}")
+    if declared and _depth >= MAX_DEPTH:
+        raise ConfigError(
+            f"stages: chain deeper than {MAX_DEPTH} (a cycle?) at {cfg.get('paper')}/{cfg.get('arm')}"
+        )
+    stages = []
+    for role, experiment in declared.items():
+        if role not in ROLES:
+            raise ConfigError(f"stages.{role}: unknown role; valid roles: {', '.join(ROLES)}")
+        if not isinstance(experiment, str) or experiment.count("/") != 1:
+            raise ConfigError(f"stages.{role}: expected '<paper>/<arm>', got {experiment!r}")
+        if experiment == f"{cfg.get('paper')}/{cfg.get('arm')}":
+            raise ConfigError(f"stages.{role}: {experiment} cannot be its own upstream stage")
+        up_overrides = [f"experiment={experiment}", f"seed={cfg.seed}", *inherited(overrides)]
+        try:
+            up = _compose(up_overrides)
+        except Exception as exc:  # e.g. a missing arm file: Hydra lists what it looked for
+            raise ConfigError(f"stages.{role}: cannot compose {experiment}: {exc}") from None
+        plan(up, up_overrides, _depth + 1)  # validate its own chain (and catch cycles)
+        stages.append(Stage(role, experiment, up, tuple(up_overrides), checkpoint_dir(up)))
+    return stages
+
+
+def apply(cfg: DictConfig, stages: Sequence[Stage]) -> DictConfig:
+    """A copy of cfg whose teacher / starting model are the stages' outputs."""
+    if not stages:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for st in stages:
+            if st.role == "teacher":
+                cfg.trainer.teacher = str(st.output)
+            elif st.role == "init":
+                cfg.model = OmegaConf.create({"kind": "hf", "path": str(st.output), "dtype": "float32"})
+    return cfg
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure(stages: Sequence[Stage]) -> None:
+    """Run every stage whose output is missing (a tracked, recorded run of its arm); reuse the rest."""
+    from repro import runner
+
+    for st in stages:
+        with _locked(st.output):
+            if st.done:
+                runner.log.info("stage %s: reusing %s", st.experiment, st.output)
+                continue
+            runner.log.info("stage %s: no output at %s, running it first", st.experiment, st.output)
+            result = runner.run_one(st.cfg, overrides=list(st.overrides))
+            if result is None or not st.done:
+                raise StageError(
+                    f"upstream stage {st.experiment} (seed {st.cfg.seed}) failed or saved no checkpoint "
+                    f"at {st.output}; see its run record"
+                )

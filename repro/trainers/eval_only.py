@@ -1,0 +1,51 @@
+"""The base-model row: no training, one evaluation by the evaluator every trainer uses.
+
+    load the model -> HeldOut (eval sets, the model's own states) -> evaluate at step 0 -> save
+
+Retention and forgetting are those of the model against itself (R = 1, F = 0 by construction);
+drift compares two identical samples of its own states, so drift/mmd2 is the estimator's value at
+zero shift (unbiased: about 0, can be slightly negative). The model is saved like a trained one,
+so a chained stage (repro.pipeline) can name the base arm as its teacher or starting point.
+
+Run:  repro run experiment=states_not_tokens/base
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from repro.models import load_policy
+from repro.rollout import HFGenerateBackend
+from repro.tasks.arith import ArithWorld
+from repro.trainers.base import TRAINERS, Logger, TrainerSpec
+from repro.trainers.common import HeldOut, need, save_checkpoint, seed_all
+
+
+def validate(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    need(t, "max_new_tokens", t.max_new_tokens >= 1, "must be >= 1")
+    need(t, "eval_n", t.eval_n >= 1, "must be >= 1")
+    need(t, "drift_n", t.drift_n >= 2, "must be >= 2 (MMD needs two states per side)")
+    need(t, "drift_every", t.drift_every >= 1, "must be >= 1")
+    need(t, "threads", t.threads >= 1, "must be >= 1")
+    ArithWorld.from_cfg(cfg.task)
+
+
+def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
+    validate(cfg)
+    torch.set_num_threads(cfg.trainer.threads)
+    seed_all(cfg.seed)
+    t0 = time.time()
+    model, tok = load_policy(cfg)
+    model.eval()
+    held = HeldOut.build(cfg, ArithWorld.from_cfg(cfg.task), model, tok, HFGenerateBackend(tok))
+    final = held.evaluate(model, 0, train_states=None)
+    log(final, 0)
+    save_checkpoint(cfg, model, tok)
+    return final | {"train/steps": 0.0, "train/seconds": time.time() - t0}
+
+
+TRAINERS.register("eval_only")(TrainerSpec(validate=validate, train=train))
