@@ -81,8 +81,9 @@ def plan(cfg: DictConfig, overrides: Sequence[str] | None, _depth: int = 0) -> l
     """The upstream stages `cfg.stages` declares, composed and located (nothing runs)."""
     from repro.trainers.common import checkpoint_dir
 
-    declared = OmegaConf.select(cfg, "stages") or {}
-    if not isinstance(declared, DictConfig):
+    declared = OmegaConf.select(cfg, "stages")
+    declared = {} if declared is None else declared
+    if not isinstance(declared, DictConfig | dict):
         raise ConfigError(f"stages: expected a mapping role -> <paper>/<arm>, got {declared!r}")
     if declared and _depth >= MAX_DEPTH:
         raise ConfigError(

@@ -27,3 +27,15 @@ def train(cfg):
 
     final = TRAINERS[cfg.trainer.name].train(cfg, log)
     return final, curves
+
+
+def train_chain(cfg, overrides):
+    """`train`, after training (in-process, untracked) any upstream stage whose output is missing:
+    what repro.pipeline does for `repro run`, minus MLflow and run records."""
+    from repro import pipeline
+
+    stages = pipeline.plan(cfg, overrides)
+    for st in stages:
+        if not st.done:
+            train_chain(st.cfg, list(st.overrides))
+    return train(pipeline.apply(cfg, stages))

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra_helpers import compose, train
+from hydra_helpers import compose, train, train_chain
 
 from repro import cli
 from repro.errors import ConfigError
@@ -26,10 +26,15 @@ def test_every_package_has_arms():
 
 @pytest.mark.parametrize("slug,arm", ARMS, ids=[f"{s}/{a}" for s, a in ARMS])
 def test_arm_trains_a_few_steps(slug, arm):
-    cfg = compose(f"experiment={slug}/{arm}", "scale=tiny")
+    overrides = [f"experiment={slug}/{arm}", "scale=tiny"]
+    cfg = compose(*overrides)
     assert cfg.paper == slug and cfg.arm == arm
-    final, curves = train(cfg)
-    assert len(curves["train/reward_mean"]) == cfg.trainer.steps
+    final, curves = train_chain(cfg, overrides)  # upstream stages (e.g. an SFT teacher) first
+    steps = cfg.trainer.get("steps", 0)
+    if cfg.trainer.name == "grpo":
+        assert len(curves["train/reward_mean"]) == steps
+    elif cfg.trainer.name != "eval_only":
+        assert len(curves["train/loss"]) == steps
     for key in (
         "eval/id/greedy_acc",
         "eval/ood/greedy_acc",
@@ -38,8 +43,12 @@ def test_arm_trains_a_few_steps(slug, arm):
     ):
         assert 0.0 <= final[key] <= 1.0
         assert curves[key][0][0] == 0  # evaluated before training
+    # Every trainer reports forgetting/retention against step 0 and the drift of its states.
+    assert curves["retention/ratio"][0][1] == 1.0 and curves["retention/forgetting"][0][1] == 0.0
+    assert math.isfinite(final["drift/mmd2"]) and math.isfinite(final["drift_policy/mmd2"])
     if "train/loss" in curves:  # a step can be skipped when dynamic sampling finds no signal
         assert all(math.isfinite(v) for _, v in curves["train/loss"])
+    if "train/clipfrac" in curves:
         assert all(0.0 <= v <= 1.0 for _, v in curves["train/clipfrac"])
 
 
