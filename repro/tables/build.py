@@ -163,6 +163,8 @@ def _prediction(r: ClaimResult) -> str:
     m = r.claim.measure
     if m.kind == "value":
         return f"claimed range [{_fmt(m.range[0])}, {_fmt(m.range[1])}]"  # type: ignore[index]
+    if m.direction == 0 and m.better == 0:
+        return f"predicted ≈ 0: no difference (CI within ±{_fmt(m.min_effect)})"
     if m.direction == 0:
         bound = f"< {_fmt(m.min_effect, True)}" if m.better > 0 else f"> {_fmt(-m.min_effect, True)}"
         return f"predicted: no helpful effect (CI {bound})"
@@ -265,6 +267,89 @@ def _runs_table(paper: ClaimedPaper, runs: RunSet) -> list[str]:
     return lines
 
 
+def _summary_section(paper: ClaimedPaper, results: dict[str, list[ClaimResult]]) -> list[str]:
+    """Popular-summary statements (claims' `summary` and `summary_only`) beside what the sources say
+    and the claim that checks them; claims sharing one summary share a row."""
+    checked: dict[tuple[str, str, str], list[str]] = {}
+    for c in paper.claims:
+        if c.summary is not None:
+            s = c.summary
+            verdicts = ", ".join(
+                f"{scale}: {r.verdict}" for scale, rows in results.items() for r in rows if r.claim is c
+            )
+            checked.setdefault((s.value, s.source, s.correction), []).append(f"**{c.id}** ({verdicts})")
+    for s in paper.summary_only:
+        checked.setdefault((s.value, s.source, s.correction), []).append("no measurable counterpart")
+    if not checked:
+        return []
+    lines = [
+        "## Popular summary vs paper",
+        "",
+        "| popular summary says (source) | the sources say | checked by |",
+        "|---|---|---|",
+    ]
+    for (value, source, correction), by in checked.items():
+        lines.append(_row([value + (f" ({source})" if source else ""), correction or "—", "<br>".join(by)]))
+    return lines + [""]
+
+
+def _reproduced_cell(seeds: dict[int, dict[str, Any]], metric: str) -> str:
+    values = [v for r in seeds.values() if (v := metric_value(r, metric, "final")) is not None]
+    if not values:
+        return "not logged"
+    mean = float(np.mean(values))
+    # Three significant digits of the mean (drift and forgetting are often 0.00x), the sd to match.
+    d = 3 if mean == 0 or abs(mean) >= 0.1 else min(2 - math.floor(math.log10(abs(mean))), 8)
+    if len(values) == 1:
+        return f"{mean:.{d}f} (n=1)"
+    return f"{mean:.{d}f} ± {float(np.std(values, ddof=1)):.{d}f} (n={len(values)})"
+
+
+def _table_section(paper: ClaimedPaper, runs: RunSet) -> list[str]:
+    """The paper's results table beside ours: per scale with runs, per listed arm and column, the
+    paper's value and `final[metric]` as mean ± sd over the arm's canonical seeds."""
+    table = paper.table
+    if table is None:
+        return []
+    out = [f"## {table.title}: paper vs reproduced", ""]
+    if table.source:
+        out += [f"Paper values from {table.source}.", ""]
+    header = ["arm"] + [f"{c.name} {side}" for c in table.columns for side in ("paper", "ours")]
+    for scale in sorted(runs.records) or [NO_SCALE]:
+        recs = runs.records.get(scale, {})
+        if recs:
+            cols = ", ".join(
+                f"{c.name} = `{c.metric_at(scale)}`"
+                if c.metric_at(scale)
+                else f"{c.name} = – (none at this scale)"
+                for c in table.columns
+            )
+            out += [f"### Scale `{scale}`", "", f"Columns at `{scale}`: {cols}.", ""]
+        else:
+            out += ["No runs yet.", ""]
+        out += [_row(header), "|" + "---|" * len(header)]
+        for arm, paper_values in table.rows:
+            cells = [arm]
+            for c in table.columns:
+                claimed = paper_values.get(c.name)
+                metric = c.metric_at(scale)
+                if not recs.get(arm):
+                    ours = NOT_RUN
+                elif metric is None:
+                    ours = "–"
+                else:
+                    ours = _reproduced_cell(recs[arm], metric)
+                cells += ["–" if claimed is None else format(claimed, "g"), ours]
+            out.append(_row(cells))
+        out.append("")
+    out += [
+        "paper: the value in `claimed.yaml`; ours: mean ± sd over seeds (ddof=1) of each run's final "
+        "value, n = seeds that logged it; –: no value.",
+        "",
+    ]
+    return out
+
+
 def render_markdown(
     paper: ClaimedPaper,
     runs: RunSet,
@@ -306,7 +391,8 @@ def render_markdown(
         "",
     ]
     out += [f"- **{v}**: {text}" for v, text in VERDICTS.items()]
-    out += ["", "## Runs", "", *_runs_table(paper, runs), ""]
+    out += ["", *_table_section(paper, runs), *_summary_section(paper, results)]
+    out += ["## Runs", "", *_runs_table(paper, runs), ""]
     if runs.failed:
         out += ["### Failed or excluded runs (not counted)", ""]
         for f in runs.failed:
@@ -373,7 +459,7 @@ def write_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = F
         recs = runs.records.get(scale, {})
         results[scale] = evaluate_all(paper, recs, scale)
         if recs:
-            figures += write_figures(recs, results[scale], scale, out_dir)
+            figures += write_figures(recs, results[scale], scale, out_dir, paper.figures)
     # Figures of scales/metrics that no longer have data would be stale.
     keep = {p.name for _, p in figures}
     for old in out_dir.glob("fig_*.png"):

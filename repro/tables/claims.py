@@ -4,7 +4,7 @@ Schema of claimed.yaml:
 
     paper: "Title (Authors)"
     arxiv: "2605.22703"
-    arms: [grpo, dapo, dapo_nsr]          # every arm a claim may name
+    arms: [grpo, dapo, dapo_nsr]          # every arm a claim, table row or figure may name
     metrics: [eval/gsm8k/acc]             # optional: metric names beyond KNOWN_METRICS
     claims:
       - id: nsr_dapo_id                   # unique; used in figures and error messages
@@ -15,6 +15,21 @@ Schema of claimed.yaml:
           {value: "4-7% gains", source: "popular summary", correction: "no 141B model"}
         measure: {kind: effect, metric: eval/id/greedy_acc, treatment: dapo_nsr, control: dapo,
                   at: final, direction: 1, min_effect: 0.02}
+    summary_only:                         # optional: popular-summary statements nothing measures
+      - {value: "one SFT epoch, then three RL iterations", source: "popular summary",
+         correction: "not in the paper"}   # value and correction required, source optional
+    table:                                # optional: the paper's results table vs ours
+      title: "Table 2: GSM8K target; TruthfulQA retention"
+      source: "Table 2"                   # optional
+      columns:                            # unique names; metric per scale, or one string for all
+        - {name: GSM8K, metric: {micro: eval/id/greedy_acc, small: eval/gsm8k/acc}}
+        - {name: MMD, metric: drift_policy/mmd2}
+      rows:                               # arm -> {column name: paper's value or null}, in order
+        base: {GSM8K: 0.448, MMD: null}
+        rl: {GSM8K: 0.472}
+    figures:                              # optional: per scale, fig_<scale>_<name>.png
+      - {name: target_vs_retention, kind: scatter, x: retention/ratio, y: eval/id/greedy_acc}
+      - {name: forgetting, kind: bars, metrics: [retention/forgetting, retention/ratio]}
 
 Measures (`at`: `final` value, `mean` over the logged curve, or `init` = first logged value):
     effect  treatment − control, paired by seed.  metric, treatment, control, direction,
@@ -23,14 +38,21 @@ Measures (`at`: `final` value, `mean` over the logged curve, or `init` = first l
             optional range, better.
     value   an arm's mean over seeds vs the claimed `range`.  metric, arm, range; optional at.
 `direction` is the sign the claim predicts (+1/−1), or 0 for "no (helpful) effect", where
-`better` (default +1, only with direction 0) is the sign that would mean the treatment helps.
+`better` (default +1, only with direction 0) is the sign that would mean the treatment helps;
+`better: 0` makes it an equivalence claim ("no difference either way"): the whole CI within ±min_effect.
 `range` is the claimed magnitude in the metric's own units; give it only when comparable.
 Verdict rules: see VERDICTS.
+
+The results table shows, per scale with runs, each listed arm's paper value beside `final[metric]`
+as mean ± sd over its canonical seeds. Figures read `final[...]` of every seed: `scatter` plots
+y against x (a dot per seed, the arm's mean ± sd as a cross); `bars` draws one panel per metric
+(arm mean ± sd, seeds as dots).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +76,17 @@ _EVAL = (
 ).split()
 # osc/<name> = std (ddof=0) of the step-to-step changes of the curve it summarizes.
 OSC_SOURCES = {"osc/reward": "train/reward_mean", "osc/id_acc": "eval/id/greedy_acc"}
+# Forgetting/retention vs the step-0 evaluation (eq. 12) and state drift vs the base model's states
+# (repro.metrics.drift.drift_report): drift/* of the training states, drift_policy/* of the policy's own.
+_RETENTION = ("retention/forgetting", "retention/ratio")
+_DRIFT = ("mmd2", "centroid", "sliced_w1", "jaccard")
 KNOWN_METRICS = frozenset(
-    [f"train/{m}" for m in _TRAIN] + ["rollout/len_mean"] + [f"eval/{m}" for m in _EVAL] + list(OSC_SOURCES)
+    [f"train/{m}" for m in _TRAIN]
+    + ["rollout/len_mean"]
+    + [f"eval/{m}" for m in _EVAL]
+    + list(OSC_SOURCES)
+    + list(_RETENTION)
+    + [f"{p}/{m}" for p in ("drift", "drift_policy") for m in _DRIFT]
 )
 
 NOT_RUN, INCONCLUSIVE, REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED = (
@@ -68,12 +99,15 @@ NOT_RUN, INCONCLUSIVE, REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED = (
 VERDICTS = {
     REPRODUCED: "the 95% CI excludes 0 on the predicted side, reaches beyond min_effect, and overlaps "
     "the claimed range if one is given; for a value claim, the CI overlaps the claimed range; for a "
-    "'no effect' claim (direction 0), the CI rules out a helpful effect of min_effect or more.",
+    "'no effect' claim (direction 0), the CI rules out a helpful effect of min_effect or more; for a "
+    "'no difference' claim (better 0), the CI lies within ±min_effect.",
     DIRECTION_ONLY: "the CI excludes 0 on the predicted side but misses the claimed range.",
     NOT_REPRODUCED: "the CI rules out an effect of min_effect or more in the predicted direction (it lies "
     "on the wrong side of 0, or within ±min_effect); for a value claim, the CI misses the claimed "
-    "range; for a 'no effect' claim, the CI excludes 0 on the helping side.",
-    INCONCLUSIVE: "fewer than 2 usable seeds (no CI), or the CI contains 0 and reaches beyond ±min_effect.",
+    "range; for a 'no effect' claim, the CI excludes 0 on the helping side; for a 'no difference' "
+    "claim, the CI lies wholly above +min_effect or wholly below −min_effect.",
+    INCONCLUSIVE: "fewer than 2 usable seeds (no CI), or the CI contains 0 and reaches beyond ±min_effect "
+    "(for a 'no difference' claim: the CI crosses +min_effect or −min_effect).",
     NOT_RUN: "no finished canonical run at this scale for an arm the claim needs.",
 }
 
@@ -84,8 +118,14 @@ KINDS = {
     "value": ({"metric", "arm", "range"}, {"at"}),
 }
 AT = {"final", "mean", "init"}
+FIGURE_KINDS = {
+    # kind: keys besides name and kind
+    "scatter": {"x", "y"},
+    "bars": {"metrics"},
+}
 _CLAIM_KEYS = ({"id", "text", "claimed", "source", "measure"}, {"summary"})
-_TOP_KEYS = ({"paper", "arxiv", "arms", "claims"}, {"metrics"})
+_TOP_KEYS = ({"paper", "arxiv", "arms", "claims"}, {"metrics", "summary_only", "table", "figures"})
+_FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 Record = Mapping[str, Any]
 ArmRecords = Mapping[str, Mapping[int, Record]]  # arm -> seed -> record, one scale
@@ -142,6 +182,37 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class TableColumn:
+    """One column of the results table: `metric` is one name for every scale, or scale -> name."""
+
+    name: str
+    metric: str | Mapping[str, str]
+
+    def metric_at(self, scale: str) -> str | None:
+        """The metric this column shows at `scale`; None if the column has none there."""
+        return self.metric if isinstance(self.metric, str) else self.metric.get(scale)
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    """The paper's results table: per arm (in file order), the paper's value of each column or None."""
+
+    title: str
+    source: str
+    columns: tuple[TableColumn, ...]
+    rows: tuple[tuple[str, Mapping[str, float | None]], ...]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A declared figure of `final` values. `metrics`: (x, y) for scatter, one per panel for bars."""
+
+    name: str
+    kind: str
+    metrics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ClaimedPaper:
     """A parsed claimed.yaml."""
 
@@ -151,6 +222,9 @@ class ClaimedPaper:
     arms: tuple[str, ...]
     metrics: frozenset[str]
     claims: tuple[Claim, ...]
+    summary_only: tuple[SummaryClaim, ...] = ()
+    table: ResultsTable | None = None
+    figures: tuple[FigureSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +267,15 @@ def _sign(value: Any, allowed: tuple[int, ...], where: str) -> int:
     return int(value)
 
 
+def _check_metric(metric: Any, metrics: frozenset[str], where: str) -> str:
+    if not isinstance(metric, str) or metric not in metrics:
+        raise ConfigError(
+            f"{where}: unknown metric {metric!r}; add it to the file's `metrics:` list if the "
+            f"trainer logs it. Known: {', '.join(sorted(metrics))}"
+        )
+    return metric
+
+
 def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset[str], where: str) -> Measure:
     where = f"{where}: claim '{cid}': measure"
     if not isinstance(raw, Mapping) or raw.get("kind") not in KINDS:
@@ -202,12 +285,7 @@ def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset
     required, optional = KINDS[kind]
     _check_keys(raw, required | {"kind"}, optional, where)
 
-    metric = raw["metric"]
-    if metric not in metrics:
-        raise ConfigError(
-            f"{where}.metric: unknown metric {metric!r}; add it to the file's `metrics:` list if the "
-            f"trainer logs it. Known: {', '.join(sorted(metrics))}"
-        )
+    metric = _check_metric(raw["metric"], metrics, f"{where}.metric")
     for key in ("treatment", "control", "arm"):
         if key in raw and raw[key] not in arms:
             raise ConfigError(
@@ -226,7 +304,7 @@ def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset
     direction = _sign(raw.get("direction", 1), (-1, 0, 1), f"{where}.direction")
     if "better" in raw and direction != 0:
         raise ConfigError(f"{where}.better: only used with direction 0 (direction already gives the sign)")
-    better = _sign(raw.get("better", 1), (-1, 1), f"{where}.better")
+    better = _sign(raw.get("better", 1), (-1, 0, 1), f"{where}.better")
     min_effect = _number(raw.get("min_effect", 0.0), f"{where}.min_effect")
     if min_effect < 0:
         raise ConfigError(f"{where}.min_effect: must be >= 0, got {min_effect}")
@@ -265,6 +343,83 @@ def _text(value: Any, where: str) -> str:
     return str(value).strip()
 
 
+def _summary(raw: Any, required: set[str], where: str) -> SummaryClaim:
+    """{value, source, correction}; the `required` ones must be non-empty, the others may be absent."""
+    keys = ("value", "source", "correction")
+    _check_keys(raw, required, set(keys) - required, where)
+    text = {k: _text(raw[k], f"{where}.{k}") if k in required else str(raw.get(k) or "") for k in keys}
+    return SummaryClaim(**text)
+
+
+def _parse_table(raw: Any, arms: tuple[str, ...], metrics: frozenset[str], where: str) -> ResultsTable:
+    where = f"{where}: table"
+    _check_keys(raw, {"title", "columns", "rows"}, {"source"}, where)
+    if not isinstance(raw["columns"], list) or not raw["columns"]:
+        raise ConfigError(f"{where}.columns: expected a non-empty list of {{name, metric}}")
+    columns: list[TableColumn] = []
+    for i, col in enumerate(raw["columns"]):
+        cwhere = f"{where}.columns[{i}]"
+        _check_keys(col, {"name", "metric"}, set(), cwhere)
+        name = _text(col["name"], f"{cwhere}.name")
+        if name in (c.name for c in columns):
+            raise ConfigError(f"{cwhere}.name: duplicate column name {name!r}")
+        metric = col["metric"]
+        if isinstance(metric, Mapping):
+            if not metric:
+                raise ConfigError(f"{cwhere}.metric: empty mapping; give scale: metric pairs or one metric")
+            metric = {str(k): _check_metric(v, metrics, f"{cwhere}.metric.{k}") for k, v in metric.items()}
+        else:
+            _check_metric(metric, metrics, f"{cwhere}.metric")
+        columns.append(TableColumn(name, metric))
+    names = [c.name for c in columns]
+
+    if not isinstance(raw["rows"], Mapping) or not raw["rows"]:
+        raise ConfigError(f"{where}.rows: expected a non-empty mapping arm -> {{column: value}}")
+    rows: list[tuple[str, dict[str, float | None]]] = []
+    for arm, values in raw["rows"].items():
+        rwhere = f"{where}.rows.{arm}"
+        if arm not in arms:
+            raise ConfigError(f"{rwhere}: unknown arm {arm!r}; arms declared in `arms:`: {', '.join(arms)}")
+        values = values or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{rwhere}: expected a mapping column -> value, got {values!r}")
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise ConfigError(
+                f"{rwhere}: unknown column(s) {', '.join(map(repr, unknown))}; columns: {', '.join(names)}"
+            )
+        rows.append((arm, {k: None if v is None else _number(v, f"{rwhere}.{k}") for k, v in values.items()}))
+    source = str(raw.get("source") or "")
+    return ResultsTable(_text(raw["title"], f"{where}.title"), source, tuple(columns), tuple(rows))
+
+
+def _parse_figure(raw: Any, i: int, metrics: frozenset[str], where: str) -> FigureSpec:
+    name = raw.get("name") if isinstance(raw, Mapping) else None
+    where = f"{where}: figure '{name}'" if name else f"{where}: figures[{i}]"
+    if not isinstance(raw, Mapping) or raw.get("kind") not in FIGURE_KINDS:
+        got = raw.get("kind") if isinstance(raw, Mapping) else raw
+        raise ConfigError(f"{where}.kind: expected one of {', '.join(FIGURE_KINDS)}, got {got!r}")
+    _check_keys(raw, {"name", "kind"} | FIGURE_KINDS[raw["kind"]], set(), where)
+    # Curve and effects figures are fig_<scale>_<metric with / as _>.png and fig_<scale>_effects.png.
+    taken = {"effects"} | {m.replace("/", "_") for m in metrics}
+    if not isinstance(name, str) or not _FIGURE_NAME.match(name) or name in taken:
+        raise ConfigError(
+            f"{where}.name: expected letters, digits, _ or - (it names fig_<scale>_<name>.png), not "
+            f"'effects' or a metric name with / as _; got {name!r}"
+        )
+    if raw["kind"] == "scatter":
+        chosen = [raw["x"], raw["y"]]
+        keys = ["x", "y"]
+    else:
+        chosen = raw["metrics"]
+        if not isinstance(chosen, list) or not chosen:
+            raise ConfigError(f"{where}.metrics: expected a non-empty list of metric names, got {chosen!r}")
+        keys = [f"metrics[{j}]" for j in range(len(chosen))]
+    for key, metric in zip(keys, chosen):
+        _check_metric(metric, metrics, f"{where}.{key}")
+    return FigureSpec(name, raw["kind"], tuple(chosen))
+
+
 def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedPaper:
     """Validate a loaded claimed.yaml; raises ConfigError naming the claim id and the bad key."""
     _check_keys(data, *_TOP_KEYS, where)
@@ -290,13 +445,7 @@ def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedP
         seen.add(cid)
         summary = None
         if raw.get("summary") is not None:
-            s = raw["summary"]
-            _check_keys(s, {"value"}, {"source", "correction"}, f"{cwhere}.summary")
-            summary = SummaryClaim(
-                value=_text(s["value"], f"{cwhere}.summary.value"),
-                source=str(s.get("source") or ""),
-                correction=str(s.get("correction") or ""),
-            )
+            summary = _summary(raw["summary"], {"value"}, f"{cwhere}.summary")
         claims.append(
             Claim(
                 id=cid,
@@ -307,6 +456,17 @@ def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedP
                 summary=summary,
             )
         )
+
+    summary_only = data.get("summary_only") or []
+    if not isinstance(summary_only, list):
+        raise ConfigError(f"{where}: summary_only: expected a list of {{value, source, correction}}")
+    figures = data.get("figures") or []
+    if not isinstance(figures, list):
+        raise ConfigError(f"{where}: figures: expected a list of {{name, kind, ...}}")
+    specs = [_parse_figure(f, i, metrics, where) for i, f in enumerate(figures)]
+    dup = sorted({f.name for f in specs if [g.name for g in specs].count(f.name) > 1})
+    if dup:
+        raise ConfigError(f"{where}: figures: duplicate name(s) {', '.join(dup)}")
     return ClaimedPaper(
         slug=slug,
         paper=_text(data["paper"], f"{where}: paper"),
@@ -314,6 +474,14 @@ def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedP
         arms=tuple(arms),
         metrics=metrics,
         claims=tuple(claims),
+        summary_only=tuple(
+            _summary(s, {"value", "correction"}, f"{where}: summary_only[{i}]")
+            for i, s in enumerate(summary_only)
+        ),
+        table=_parse_table(data["table"], tuple(arms), metrics, where)
+        if data.get("table") is not None
+        else None,
+        figures=tuple(specs),
     )
 
 
@@ -380,6 +548,11 @@ def verdict(measure: Measure, est: Estimate) -> str:
         rlo, rhi = measure.range  # type: ignore[misc]
         return REPRODUCED if lo <= rhi and hi >= rlo else NOT_REPRODUCED
     m = measure.min_effect
+    if measure.direction == 0 and measure.better == 0:
+        # Equivalence: the CI must sit inside the band ±min_effect; wholly outside it on one side refutes.
+        if -m <= lo and hi <= m:
+            return REPRODUCED
+        return NOT_REPRODUCED if lo > m or hi < -m else INCONCLUSIVE
     if measure.direction == 0:
         # Put the helping side on +: the claim holds when the CI's upper end stays below min_effect.
         lo_h, hi_h = (lo, hi) if measure.better > 0 else (-hi, -lo)

@@ -1,7 +1,9 @@
 """PNG figures for a paper's comparison table (matplotlib, Agg backend).
 
-Per scale: one curve plot per metric in CURVE_METRICS (arms as lines: mean over seeds, band =
-min–max over seeds), and one bar chart of every effect/change claim's mean with its 95% CI.
+Per scale: one curve plot per metric in CURVE_METRICS that some run logged (arms as lines: mean
+over seeds, band = min–max over seeds), one bar chart of every effect/change claim's mean with its
+95% CI, and the figures claimed.yaml declares (`figures:`: scatter of two final values, or bars of
+final values per arm).
 Arms sharing a base name (`dapo`, `dapo_nsr`, ...) share a colour; the suffix sets the line style.
 Called by `repro.tables.build.write_tables`; files are `fig_<scale>_<name>.png`.
 """
@@ -21,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from repro.tables.claims import ArmRecords, ClaimResult  # noqa: E402
+from repro.tables.claims import ArmRecords, ClaimResult, FigureSpec, metric_value  # noqa: E402
 
 CURVE_METRICS = (
     "eval/id/greedy_acc",
@@ -121,7 +123,7 @@ def curve_figure(records: ArmRecords, metric: str, scale: str, path: Path) -> Pa
 def _predicted(r: ClaimResult) -> str:
     m = r.claim.measure
     if m.direction == 0:
-        return "pred. no gain"
+        return "pred. ≈ 0" if m.better == 0 else "pred. no gain"
     return "pred. > 0" if m.direction > 0 else "pred. < 0"
 
 
@@ -158,14 +160,96 @@ def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Pa
     return _save(fig, path)
 
 
+def _finals(records: Mapping[int, Mapping], metric: str) -> dict[int, float]:
+    """seed -> final value of `metric`, for the seeds that have one."""
+    values = {seed: metric_value(rec, metric, "final") for seed, rec in records.items()}
+    return {seed: v for seed, v in values.items() if v is not None}
+
+
+def _sd(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def scatter_figure(records: ArmRecords, x: str, y: str, scale: str, path: Path) -> Path | None:
+    """Final y against final x: a translucent dot per seed, the arm's mean ± sd (both axes) as a
+    cross, arm names annotated. Seeds lacking either value are left out; None if no arm remains."""
+    points = {}
+    for arm, recs in records.items():
+        xs, ys = _finals(recs, x), _finals(recs, y)
+        seeds = sorted(set(xs) & set(ys))
+        if seeds:
+            points[arm] = (np.array([xs[s] for s in seeds]), np.array([ys[s] for s in seeds]))  # (n,), (n,)
+    if not points:
+        return None
+    styles = arm_styles(list(records))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for arm in sort_arms(list(points)):
+        px, py = points[arm]
+        colour = styles[arm]["color"]
+        ax.scatter(px, py, s=16, color=colour, alpha=0.4, lw=0, zorder=3)
+        mx, my = float(px.mean()), float(py.mean())
+        ax.errorbar(
+            mx,
+            my,
+            xerr=_sd(px),
+            yerr=_sd(py),
+            fmt="o",
+            ms=6,
+            color=colour,
+            capsize=3,
+            label=f"{arm} (n={len(px)})",
+        )
+        ax.annotate(arm, (mx, my), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    ax.set_title(f"{y} vs {x} — scale {scale}\ndots: seeds; marker and whiskers: arm mean ± sd")
+    ax.set_xlabel(f"{x} (final)")
+    ax.set_ylabel(f"{y} (final)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def bars_figure(records: ArmRecords, metrics: Sequence[str], scale: str, path: Path) -> Path | None:
+    """One panel per metric: each arm's final mean ± sd as a bar, seeds as dots. An arm without a
+    value of a metric gets no bar in that panel; None if no arm has any of the metrics."""
+    per_metric = {m: {arm: _finals(recs, m) for arm, recs in records.items()} for m in metrics}
+    arms = sort_arms([a for a in records if any(per_metric[m][a] for m in metrics)])
+    if not arms:
+        return None
+    styles = arm_styles(list(records))
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(0.6 * len(arms) * len(metrics) + 2.5, 4.2), squeeze=False
+    )
+    for ax, m in zip(axes[0], metrics):
+        for i, arm in enumerate(arms):
+            values = list(per_metric[m][arm].values())
+            if not values:
+                continue
+            colour = styles[arm]["color"]
+            ax.bar(i, np.mean(values), yerr=_sd(values), color=colour, alpha=0.7, capsize=3)
+            ax.scatter(np.full(len(values), i), values, s=12, color="k", alpha=0.6, zorder=3)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(arms)))
+        ax.set_xticklabels(arms, rotation=45, ha="right", fontsize=8)
+        ax.set_title(m, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Final values per arm — scale {scale}; bar: mean ± sd over seeds, dots: seeds", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def metric_slug(metric: str) -> str:
     return metric.replace("/", "_")
 
 
 def write_figures(
-    records: ArmRecords, results: Sequence[ClaimResult], scale: str, out_dir: Path
+    records: ArmRecords,
+    results: Sequence[ClaimResult],
+    scale: str,
+    out_dir: Path,
+    specs: Sequence[FigureSpec] = (),
 ) -> list[tuple[str, Path]]:
-    """All figures of one scale into out_dir; returns (caption, path) for those written."""
+    """All figures of one scale into out_dir, declared ones (`specs`) last; returns (caption, path)
+    for those written (a figure with no data is skipped)."""
     written = []
     for metric in CURVE_METRICS:
         p = curve_figure(records, metric, scale, out_dir / f"fig_{scale}_{metric_slug(metric)}.png")
@@ -174,4 +258,15 @@ def write_figures(
     p = effects_figure(results, scale, out_dir / f"fig_{scale}_effects.png")
     if p is not None:
         written.append((f"claimed effects with 95% CI ({scale})", p))
+    for spec in specs:
+        path = out_dir / f"fig_{scale}_{spec.name}.png"
+        if spec.kind == "scatter":
+            x, y = spec.metrics
+            p = scatter_figure(records, x, y, scale, path)
+            caption = f"{spec.name}: {y} vs {x} per seed and arm ({scale})"
+        else:
+            p = bars_figure(records, spec.metrics, scale, path)
+            caption = f"{spec.name}: {', '.join(spec.metrics)} per arm ({scale})"
+        if p is not None:
+            written.append((caption, p))
     return written

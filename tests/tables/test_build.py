@@ -236,3 +236,177 @@ def test_one_table_per_scale(dirs):
     assert {r.claim.id: r.verdict for r in small}["push_no_help"] == "not run"
     assert (tables / SLUG / "fig_small_effects.png").exists()
     assert (tables / SLUG / "fig_micro_effects.png").exists()
+
+
+# --- results table, popular-summary section, declared figures, equivalence claims -------------
+
+EXTRA = """
+metrics: [eval/retention/mmlu_acc]
+summary_only:
+  - {value: "cut SFT to one epoch, then three light RL iterations", source: "popular summary",
+     correction: "not in the paper"}
+table:
+  title: "Table 2: target and retention"
+  source: "Table 2"
+  columns:
+    - {name: ACC, metric: {micro: eval/id/greedy_acc, small: eval/ood/greedy_acc}}
+    - {name: R, metric: retention/ratio}
+    - {name: MMLU, metric: {micro: eval/retention/mmlu_acc}}
+  rows:
+    base: {ACC: 0.448, R: null, MMLU: 0.436}
+    base_new: {ACC: 0.512, R: 1.0008}
+    base_push: {}
+    other: {ACC: 0.04}
+figures:
+  - {name: acc_vs_retention, kind: scatter, x: retention/ratio, y: eval/id/greedy_acc}
+  - {name: retention_bars, kind: bars, metrics: [retention/forgetting, retention/ratio]}
+  - {name: nobody_logs_it, kind: scatter, x: drift/mmd2, y: eval/id/greedy_acc}
+"""
+SAME = """
+  - id: push_same
+    text: Pushing changes nothing.
+    claimed: "no difference"
+    source: "Table 3"
+    measure: {kind: effect, metric: eval/id/greedy_acc, treatment: base_push, control: base,
+              direction: 0, better: 0, min_effect: 0.05}
+"""
+
+
+def with_retention(rec: dict) -> dict:
+    """base and base_new log retention (ratio 0.9 + seed/100); base_push does not."""
+    if rec["arm"] != "base_push":
+        ratio = 0.9 + rec["seed"] / 100
+        rec["final"] |= {"retention/ratio": ratio, "retention/forgetting": 1 - ratio}
+    return rec
+
+
+@pytest.fixture
+def paper_dirs(dirs) -> tuple[Path, Path]:
+    """`dirs` plus the optional sections and retention metrics in the records."""
+    results, tables = dirs
+    (tables / SLUG / "claimed.yaml").write_text(CLAIMED + SAME + EXTRA)
+    for path in (results / SLUG / "micro").glob("*/seed*.json"):
+        path.write_text(json.dumps(with_retention(json.loads(path.read_text()))))
+    return results, tables
+
+
+def section(md: str, title: str) -> str:
+    start = md.index(title)
+    end = md.find("\n## ", start + 1)
+    return md[start : end if end >= 0 else None]
+
+
+def table_row(text: str, arm: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {arm} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_results_table_paper_vs_ours(paper_dirs):
+    results, tables = paper_dirs
+    # One seed of base at a second scale, where MMLU has no metric and ACC maps to the OOD metric.
+    write_record(results, with_retention(make_record("base", 1, 0.5, scale="small")))
+    md = write_tables(SLUG, results, tables).path.read_text()
+    t = section(md, "## Table 2: target and retention: paper vs reproduced")
+    assert "Paper values from Table 2." in t
+    micro, small = t.split("### Scale `small`")
+    assert "### Scale `micro`" in micro
+    header = "| arm | ACC paper | ACC ours | R paper | R ours | MMLU paper | MMLU ours |"
+    assert micro.count(header) == 1 and small.count(header) == 1
+    assert (
+        "Columns at `micro`: ACC = `eval/id/greedy_acc`, R = `retention/ratio`, "
+        "MMLU = `eval/retention/mmlu_acc`." in micro
+    )
+    assert "MMLU = – (none at this scale)" in small and "ACC = `eval/ood/greedy_acc`" in small
+    # Rows in the file's order; paper values as given, reproduced = mean ± sd (n) over seeds.
+    arms = [
+        line.split("|")[1].strip()
+        for line in micro.splitlines()
+        if line.startswith("| base") or line.startswith("| other")
+    ]
+    assert arms == ["base", "base_new", "base_push", "other"]
+    assert table_row(micro, "base") == [
+        "base",
+        "0.448",
+        "0.600 ± 0.020 (n=3)",
+        "–",
+        "0.920 ± 0.010 (n=3)",
+        "0.436",
+        "not logged",
+    ]
+    assert table_row(micro, "base_new") == [
+        "base_new",
+        "0.512",
+        "0.700 ± 0.010 (n=3)",
+        "1.0008",
+        "0.920 ± 0.010 (n=3)",
+        "–",
+        "not logged",
+    ]
+    assert table_row(micro, "base_push")[1:5] == ["–", "0.593 ± 0.021 (n=3)", "–", "not logged"]
+    assert table_row(micro, "other") == ["other", "0.04", "not run", "–", "not run", "–", "not run"]
+    # A single seed shows its value with n=1; a column without a metric at this scale shows –.
+    assert table_row(small, "base") == ["base", "0.448", "0.250 (n=1)", "–", "0.910 (n=1)", "0.436", "–"]
+    assert table_row(small, "base_new")[2] == "not run"
+
+
+def test_results_table_without_runs(tmp_path):
+    tables = tmp_path / "tables"
+    (tables / SLUG).mkdir(parents=True)
+    (tables / SLUG / "claimed.yaml").write_text(CLAIMED + EXTRA)
+    md = write_tables(SLUG, tmp_path / "results", tables).path.read_text()
+    t = section(md, "## Table 2: target and retention")
+    assert "No runs yet." in t and "### Scale" not in t
+    assert table_row(t, "base") == ["base", "0.448", "not run", "–", "not run", "0.436", "not run"]
+
+
+def test_popular_summary_section(paper_dirs):
+    results, tables = paper_dirs
+    md = write_tables(SLUG, results, tables).path.read_text()
+    s = section(md, "## Popular summary vs paper")
+    rows = [line for line in s.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == [
+        "| +10% (popular summary) | +5 points | **improves** (micro: reproduced) |",
+        "| cut SFT to one epoch, then three light RL iterations (popular summary) | not in the paper "
+        "| no measurable counterpart |",
+    ]
+    assert md.index("## Popular summary vs paper") < md.index("## Runs")
+
+
+def test_no_summaries_no_section(dirs):
+    results, tables = dirs
+    (tables / SLUG / "claimed.yaml").write_text(CLAIMED.replace("    summary: {value", "    #"))
+    md = write_tables(SLUG, results, tables).path.read_text()
+    assert "Popular summary vs paper" not in md and "paper vs reproduced" not in md
+
+
+def test_declared_figures(paper_dirs):
+    results, tables = paper_dirs
+    report = write_tables(SLUG, results, tables)
+    names = [p.name for p in report.figures]
+    # Declared figures come after the built-in ones; one whose metric no run logged is skipped.
+    assert names[-2:] == ["fig_micro_acc_vs_retention.png", "fig_micro_retention_bars.png"]
+    assert not any("nobody_logs_it" in n for n in names)
+    assert not (tables / SLUG / "fig_micro_nobody_logs_it.png").exists()
+    md = report.path.read_text()
+    for name in names[-2:]:
+        data = (tables / SLUG / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+        assert f"]({name})" in md
+    assert "![acc_vs_retention: eval/id/greedy_acc vs retention/ratio per seed and arm (micro)]" in md
+    # Removing the declaration removes its now stale figure.
+    (tables / SLUG / "claimed.yaml").write_text(CLAIMED + SAME)
+    write_tables(SLUG, results, tables)
+    assert not (tables / SLUG / "fig_micro_acc_vs_retention.png").exists()
+
+
+def test_equivalence_claim_row(paper_dirs):
+    results, tables = paper_dirs
+    md = write_tables(SLUG, results, tables).path.read_text()
+    row = claim_row(md, "push_same")
+    # base_push − base = −0.007 ± 0.006: the CI lies within ±0.05.
+    assert "predicted ≈ 0: no difference (CI within ±0.050)" in row and "**reproduced**" in row
+    (tables / SLUG / "claimed.yaml").write_text(
+        (CLAIMED + SAME).replace("min_effect: 0.05", "min_effect: 0.005")
+    )
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "push_same")
+    assert "**inconclusive**" in row

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from repro.errors import ConfigError
 from repro.tables.claims import (
@@ -245,3 +247,230 @@ def test_clipping_bottleneck_claims_parse_and_use_known_names():
     assert by_id["nsr_less_oscillation"].measure.direction == -1
     # Magnitudes from 7B models are not comparable at micro scale: ranges only on the shares.
     assert {c.id for c in paper.claims if c.measure.range} == {"band_share_of_clipped", "band_share_of_all"}
+
+
+def test_known_metrics_cover_the_retention_and_drift_keys_trainers_log():
+    from repro.metrics import drift_report, retention_report
+
+    drift = drift_report(["x = 1 + 2", "y = 3 * 4"], ["x = 1 + 2", "z = 5 - 6"])
+    logged = set(drift) | {k.replace("drift/", "drift_policy/") for k in drift}
+    logged |= set(retention_report({"facts": 0.5}, {"facts": 0.4}))
+    assert len(logged) == 10
+    assert logged <= KNOWN_METRICS
+
+
+# --- equivalence claims (direction 0, better 0) -----------------------------------------------
+
+
+def equiv(min_effect: float = 0.02, kind: str = "effect") -> Measure:
+    if kind == "change":
+        return Measure(
+            "change", "eval/id/greedy_acc", arm="base", direction=0, better=0, min_effect=min_effect
+        )
+    return effect(0, min_effect=min_effect, better=0)
+
+
+@pytest.mark.parametrize(
+    "ci, expected",
+    [
+        ((-0.01, 0.015), REPRODUCED),
+        ((-0.02, 0.02), REPRODUCED),  # the band is closed
+        ((0.03, 0.10), NOT_REPRODUCED),  # clearly helps
+        ((-0.10, -0.03), NOT_REPRODUCED),  # clearly hurts: also a difference
+        ((-0.01, 0.05), INCONCLUSIVE),  # crosses +min_effect
+        ((-0.05, 0.01), INCONCLUSIVE),  # crosses −min_effect
+        ((-0.05, 0.05), INCONCLUSIVE),
+        ((0.01, 0.05), INCONCLUSIVE),  # excludes 0 but not the band
+    ],
+)
+@pytest.mark.parametrize("kind", ["effect", "change"])
+def test_equivalence_verdicts(ci, expected, kind):
+    assert verdict(equiv(kind=kind), est(*ci)) == expected
+
+
+def test_equivalence_one_seed_is_inconclusive():
+    assert verdict(equiv(), Estimate(0.0, math.nan, 1, None, (1,))) == INCONCLUSIVE
+
+
+_ci = st.tuples(st.floats(-1, 1), st.floats(0, 1)).map(lambda t: (t[0], t[0] + t[1]))
+
+
+@given(_ci, st.floats(1e-4, 0.5), st.floats(0, 0.5), st.floats(0, 0.5))
+def test_equivalence_properties(ci, m, widen_lo, widen_hi):
+    lo, hi = ci
+    v = verdict(equiv(m), est(lo, hi))
+    assert v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+    # Two-sided: mirroring the CI around 0 changes nothing.
+    assert verdict(equiv(m), est(-hi, -lo)) == v
+    # Reproduced exactly when every value in the CI is within ±min_effect.
+    assert (v == REPRODUCED) == (max(abs(lo), abs(hi)) <= m)
+    # A wider CI (less information) never turns a verdict into "reproduced".
+    if verdict(equiv(m), est(lo - widen_lo, hi + widen_hi)) == REPRODUCED:
+        assert v == REPRODUCED
+    # Consistent with the one-sided 'no helpful effect' rules: equivalence strictly inside the band
+    # means neither side helps; a refuted equivalence refutes 'no help' on the side it lies.
+    if v == REPRODUCED and -m < lo and hi < m:
+        assert verdict(effect(0, m, better=1), est(lo, hi)) == REPRODUCED
+        assert verdict(effect(0, m, better=-1), est(lo, hi)) == REPRODUCED
+    if v == NOT_REPRODUCED:
+        side = 1 if lo > m else -1
+        assert verdict(effect(0, m, better=side), est(lo, hi)) == NOT_REPRODUCED
+
+
+def test_equivalence_change_on_records():
+    flat = {s: rec(s, final=0.5 + 0.001 * s, init=0.5) for s in (1, 2, 3)}
+    moved = {s: rec(s, final=0.7 + 0.001 * s, init=0.5) for s in (1, 2, 3)}
+    assert evaluate(claim(equiv(kind="change")), {"base": flat}, "micro").verdict == REPRODUCED
+    assert evaluate(claim(equiv(kind="change")), {"base": moved}, "micro").verdict == NOT_REPRODUCED
+
+
+def test_better_zero_parses_only_with_direction_zero():
+    m = parse_claimed(minimal(direction=0, better=0), "toy").claims[0].measure
+    assert (m.direction, m.better) == (0, 0)
+    with pytest.raises(ConfigError, match=r"my_claim.*better: only used with direction 0"):
+        parse_claimed(minimal(direction=1, better=0), "toy")
+    with pytest.raises(ConfigError, match=r"my_claim.*better: expected one of -1, 0, 1, got 2"):
+        parse_claimed(minimal(direction=0, better=2), "toy")
+
+
+# --- summary_only, table, figures -------------------------------------------------------------
+
+
+def full(**top) -> dict:
+    data = minimal()
+    data["arms"] = ["new", "base", "rl"]
+    data["metrics"] = ["eval/gsm8k/acc"]
+    data.update(top)
+    return data
+
+
+TABLE = {
+    "title": "Table 2",
+    "source": "Table 2",
+    "columns": [
+        {"name": "GSM8K", "metric": {"micro": "eval/id/greedy_acc", "small": "eval/gsm8k/acc"}},
+        {"name": "MMD", "metric": "drift_policy/mmd2"},
+    ],
+    "rows": {"rl": {"GSM8K": 0.472, "MMD": 0.01098}, "base": {"GSM8K": 0.448, "MMD": None}, "new": None},
+}
+
+
+def test_sections_parse():
+    paper = parse_claimed(
+        full(
+            summary_only=[
+                {"value": "one epoch", "source": "popular summary", "correction": "not in the paper"}
+            ],
+            table=TABLE,
+            figures=[
+                {"name": "acc_vs_r", "kind": "scatter", "x": "retention/ratio", "y": "eval/gsm8k/acc"},
+                {"name": "bars", "kind": "bars", "metrics": ["retention/forgetting", "drift/mmd2"]},
+            ],
+        ),
+        "toy",
+    )
+    assert (
+        paper.summary_only[0].value == "one epoch" and paper.summary_only[0].correction == "not in the paper"
+    )
+    t = paper.table
+    assert [arm for arm, _ in t.rows] == ["rl", "base", "new"]  # file order
+    assert dict(t.rows)["base"] == {"GSM8K": 0.448, "MMD": None} and dict(t.rows)["new"] == {}
+    gsm, mmd = t.columns
+    assert gsm.metric_at("micro") == "eval/id/greedy_acc" and gsm.metric_at("small") == "eval/gsm8k/acc"
+    assert gsm.metric_at("large") is None and mmd.metric_at("anything") == "drift_policy/mmd2"
+    assert [(f.name, f.kind, f.metrics) for f in paper.figures] == [
+        ("acc_vs_r", "scatter", ("retention/ratio", "eval/gsm8k/acc")),
+        ("bars", "bars", ("retention/forgetting", "drift/mmd2")),
+    ]
+    plain = parse_claimed(minimal(), "toy")
+    assert plain.summary_only == () and plain.table is None and plain.figures == ()
+
+
+def table_with(**changes) -> dict:
+    t = {**TABLE, "columns": [dict(c) for c in TABLE["columns"]], "rows": dict(TABLE["rows"])}
+    for key, value in changes.items():
+        if key.startswith("row_"):
+            t["rows"][key[4:]] = value
+        else:
+            t[key] = value
+    return t
+
+
+@pytest.mark.parametrize(
+    "top, match",
+    [
+        ({"summary_only": [{"value": "x"}]}, r"summary_only\[0\]: missing key\(s\) correction"),
+        (
+            {"summary_only": [{"value": "x", "correction": "y", "why": 1}]},
+            r"summary_only\[0\].*unknown key.*why",
+        ),
+        ({"summary_only": {"value": "x"}}, "summary_only: expected a list"),
+        ({"table": table_with(row_sft={"GSM8K": 0.5})}, r"table.rows.sft: unknown arm 'sft'.*new, base, rl"),
+        (
+            {"table": table_with(row_rl={"GSM8k": 0.5})},
+            r"table.rows.rl: unknown column\(s\) 'GSM8k'; columns: GSM8K, MMD",
+        ),
+        (
+            {"table": table_with(row_rl={"GSM8K": float("nan")})},
+            r"table.rows.rl.GSM8K: expected a finite number",
+        ),
+        ({"table": table_with(row_rl={"GSM8K": "0.5"})}, r"table.rows.rl.GSM8K: expected a finite number"),
+        ({"table": table_with(row_rl=[0.5])}, r"table.rows.rl: expected a mapping"),
+        (
+            {"table": table_with(columns=[{"name": "A", "metric": "eval/id/greedy_acc"}] * 2)},
+            r"table.columns\[1\].name: duplicate column name 'A'",
+        ),
+        (
+            {"table": table_with(columns=[{"name": "A", "metric": {"small": "eval/gsm8k/accc"}}])},
+            r"table.columns\[0\].metric.small: unknown metric 'eval/gsm8k/accc'",
+        ),
+        ({"table": table_with(columns=[{"name": "A", "metric": {}}])}, r"table.columns\[0\].metric: empty"),
+        ({"table": table_with(columns=[])}, r"table.columns: expected a non-empty list"),
+        ({"table": table_with(rows={})}, r"table.rows: expected a non-empty mapping"),
+        ({"table": {"title": "t", "columns": [], "rowz": {}}}, r"table: missing key\(s\) rows"),
+        (
+            {"figures": [{"name": "f", "kind": "line", "x": "a"}]},
+            r"figure 'f'.kind: expected one of scatter, bars",
+        ),
+        (
+            {"figures": [{"name": "f", "kind": "scatter", "x": "retention/ratio"}]},
+            r"figure 'f': missing key\(s\) y",
+        ),
+        (
+            {"figures": [{"name": "f", "kind": "scatter", "x": "retention/ratio", "y": "drift/mmd"}]},
+            r"figure 'f'.y: unknown metric 'drift/mmd'",
+        ),
+        (
+            {"figures": [{"name": "f", "kind": "bars", "metrics": []}]},
+            r"figure 'f'.metrics: expected a non-empty",
+        ),
+        (
+            {"figures": [{"name": "f", "kind": "scatter", "x": ["drift/mmd2"], "y": "drift/mmd2"}]},
+            r"figure 'f'.x: unknown metric \['drift/mmd2'\]",
+        ),
+        (
+            {"summary_only": [{"value": "x", "correction": ""}]},
+            r"summary_only\[0\].correction: expected a non-empty",
+        ),
+        (
+            {"figures": [{"name": "f", "kind": "bars", "metrics": ["retention/ratio", "x/y"]}]},
+            r"figure 'f'.metrics\[1\]: unknown metric 'x/y'",
+        ),
+        ({"figures": [{"name": "a/b", "kind": "bars", "metrics": ["drift/mmd2"]}]}, r"figure 'a/b'.name"),
+        (
+            {"figures": [{"name": "effects", "kind": "bars", "metrics": ["drift/mmd2"]}]},
+            r"figure 'effects'.name",
+        ),
+        (
+            {"figures": [{"name": "train_entropy", "kind": "bars", "metrics": ["drift/mmd2"]}]},
+            r"figure 'train_entropy'.name",
+        ),
+        (
+            {"figures": [{"name": "f", "kind": "bars", "metrics": ["drift/mmd2"]}] * 2},
+            r"figures: duplicate name\(s\) f",
+        ),
+    ],
+)
+def test_bad_sections_are_rejected(top, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_claimed(full(**top), "toy")
