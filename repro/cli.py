@@ -373,9 +373,10 @@ def reproduce(
         if jobs > 1:
             sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(wave) * len(seeds))}"]
         sweeps.append(sweep)
+    in_waves = f" in {len(sweeps)} waves" if len(sweeps) > 1 else ""
     print(
         f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(arms) * len(seeds)} runs"
-        f"{f' in {len(sweeps)} waves' if len(sweeps) > 1 else ''}, {jobs} parallel job(s) x {threads} thread(s)",
+        f"{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",
         flush=True,
     )
     if dry_run:
