@@ -614,12 +614,15 @@ def _explain(exc: Exception) -> str:
     if not outer:
         return text
     slug, _, arm = outer.group(1).partition("/")
+    stage = re.match(r"(stages\.\w+: )cannot compose", text)  # from repro.pipeline.plan
+    prefix = stage.group(1) if stage else ""
     if slug in packages(root):
         arms = ", ".join(package_arms(root, slug))
-        return f"unknown experiment '{outer.group(1)}': paper '{slug}' has no arm '{arm}'; its arms: {arms}"
+        return f"{prefix}unknown experiment '{outer.group(1)}': paper '{slug}' has no arm '{arm}'; its arms: {arms}"
     known = ", ".join(packages(root)) or "(none)"
     return (
-        f"unknown experiment '{outer.group(1)}': no paper '{slug}' in {root / 'experiments'}; papers: {known}"
+        f"{prefix}unknown experiment '{outer.group(1)}': no paper '{slug}' in {root / 'experiments'}; "
+        f"papers: {known}"
     )
 
 

@@ -262,8 +262,8 @@ class ArithWorld:
         model's own distribution, which is what SFT on fixed data supervises (states, not tokens).
         Uses only words already in the vocabulary, so the pretrained model is unchanged.
         """
-        if style not in ("third", "colon", "worked"):
-            raise ConfigError(f"SFT style '{style}' is not one of: third, colon, worked")
+        if style not in ("third", "worked"):
+            raise ConfigError(f"SFT style '{style}' is not one of: third, worked")
         out = []
         for p in self.sample_problems(rng, n, split="train"):
             if style == "worked":  # the reliable style the base model writes only a minority of the time
@@ -272,8 +272,7 @@ class ArithWorld:
             steps = []
             for sent in p.worked.split(" . ")[: p.steps]:
                 ordinal, a, op, b, _eq, c = sent.rstrip(" .").split()
-                eq = "=" if style == "colon" else "is"
-                steps.append(f"{ordinal} : {a} {op} {b} {eq} {c} .")
+                steps.append(f"{ordinal} : {a} {op} {b} is {c} .")
             out.append((p.prompt, " ".join(steps) + f" #### {p.answer}"))
         return out
 

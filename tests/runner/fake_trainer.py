@@ -3,11 +3,16 @@
 The runner tests copy this file into a temporary paper package (`experiments/demo/`), so parallel
 joblib workers register it the way they register a paper's own functions. Set
 REPRO_TEST_NONFINITE=<arm>-s<seed>@<step>[,...] to make those runs raise NonFiniteError.
+For chained-stage tests: `trainer.save: true` writes a stand-in checkpoint (config.json holding the
+final loss) where repro.pipeline looks for a stage's output, and a `trainer.teacher` dir is read back
+into `final["teacher_loss"]`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -45,7 +50,17 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             raise NonFiniteError(f"loss is nan at step {step}")
         log({"train/loss": loss, "train/grad_norm": float(2 * x.norm())}, step)
         x = x - lr * 2 * x
-    return {"train/loss": loss, "eval/score": -loss, "steps": cfg.trainer.steps}
+    final = {"train/loss": loss, "eval/score": -loss, "steps": cfg.trainer.steps}
+    teacher = cfg.trainer.get("teacher")
+    if teacher:
+        final["teacher_loss"] = json.loads((Path(teacher) / "config.json").read_text())["loss"]
+    if cfg.trainer.get("save"):
+        from repro.trainers.common import checkpoint_dir
+
+        out = checkpoint_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"loss": loss}))
+    return final
 
 
 # Guarded: the tests import this module twice under different names (conftest and the demo package).
