@@ -47,7 +47,10 @@ def mc_scores(model, tok, items, batch_size: int | None = None) -> list[torch.Te
     model.eval()
     step = batch_size or len(texts)
     scores = torch.cat(
-        [_choice_logp(model, tok, texts[i : i + step], n_prompt[i : i + step]) for i in range(0, len(texts), step)]
+        [
+            _choice_logp(model, tok, texts[i : i + step], n_prompt[i : i + step])
+            for i in range(0, len(texts), step)
+        ]
     )
     model.train(was_training)
     return list(scores.split([len(it.choices) for it in items]))

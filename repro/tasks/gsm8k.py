@@ -76,7 +76,9 @@ def _same_number(a: str, b: str) -> bool:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(k, "") not in ("", "0", "false") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(k, "") not in ("", "0", "false") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
 def _local_or_hub(data_dir: str, relative: str, reader, hub):
@@ -108,7 +110,9 @@ def _hub_mmlu(subject: str) -> list[dict[str, Any]]:
     import datasets
 
     ds = datasets.load_dataset("cais/mmlu", subject, split="test")
-    return [{"question": r["question"], "choices": list(r["choices"]), "answer": int(r["answer"])} for r in ds]
+    return [
+        {"question": r["question"], "choices": list(r["choices"]), "answer": int(r["answer"])} for r in ds
+    ]
 
 
 def _hub_truthfulqa() -> list[dict[str, Any]]:
@@ -116,7 +120,11 @@ def _hub_truthfulqa() -> list[dict[str, Any]]:
 
     ds = datasets.load_dataset("truthful_qa", "multiple_choice", split="validation")
     return [
-        {"question": r["question"], "choices": list(r["mc1_targets"]["choices"]), "labels": list(r["mc1_targets"]["labels"])}
+        {
+            "question": r["question"],
+            "choices": list(r["mc1_targets"]["choices"]),
+            "labels": list(r["mc1_targets"]["labels"]),
+        }
         for r in ds
     ]
 
@@ -182,7 +190,9 @@ class GSM8KTask:
         )
 
     def _problem(self, row: dict[str, str]) -> GSM8KProblem:
-        return GSM8KProblem(self.format_prompt(row["question"]), gold_answer(row["answer"]), row["question"], row["answer"])
+        return GSM8KProblem(
+            self.format_prompt(row["question"]), gold_answer(row["answer"]), row["question"], row["answer"]
+        )
 
     def sample_problems(self, rng: random.Random, n: int) -> list[GSM8KProblem]:
         """`n` distinct train problems (with replacement only when `n` exceeds the train set)."""
@@ -242,7 +252,9 @@ class GSM8KTask:
                 subjects = ("all",)
         per_subject = []
         for s in subjects:
-            rows = _local_or_hub(self.data_dir, f"mmlu/test/{s}_test.csv", read_mmlu, lambda s=s: _hub_mmlu(s))
+            rows = _local_or_hub(
+                self.data_dir, f"mmlu/test/{s}_test.csv", read_mmlu, lambda s=s: _hub_mmlu(s)
+            )
             per_subject.append(rows)
         # Round-robin over subjects: the first mmlu_n items cover every subject evenly.
         picked = [rows[i] for i in range(max(map(len, per_subject))) for rows in per_subject if i < len(rows)]
@@ -255,7 +267,10 @@ class GSM8KTask:
 
     def _truthfulqa_items(self) -> list[MCItem]:
         rows = _local_or_hub(
-            self.data_dir, "truthfulqa/mc_task.json", lambda p: read_truthfulqa(p, "mc1_targets"), _hub_truthfulqa
+            self.data_dir,
+            "truthfulqa/mc_task.json",
+            lambda p: read_truthfulqa(p, "mc1_targets"),
+            _hub_truthfulqa,
         )
         primer = QA_PRIMER if self.truthfulqa_primer else ""
         return [

@@ -7,8 +7,8 @@
 
 Eval metrics are those of the grpo trainer (eval/<split>/{greedy,sample}_acc for the task's
 eval_splits, eval/retention/<name>_acc for its retention_tasks: id, ood, facts, truths in the micro
-world; id (GSM8K test), truthfulqa_mc1, mmlu on real data) plus forgetting/retention against the step-0 evaluation
-(eq. 12) and state drift against the base model's own rollouts.
+world; id (GSM8K test), truthfulqa_mc1, mmlu on real data) plus forgetting/retention against the
+step-0 evaluation (eq. 12) and state drift against the base model's own rollouts.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from repro.evaluation import accuracy, mc_accuracy
 from repro.metrics import drift_report, prefix_states, retention_report
 from repro.rollout import HFGenerateBackend, Rollout
 from repro.tasks import Task
+
 DRIFT_SEED = "drift"  # the fixed prompt set the drift metrics roll out on
 
 

@@ -159,7 +159,9 @@ def opd_update(cfg, model, teacher, backend, prompts, rng):
         backend.tok.decode(roll.completion_ids[i, :k], skip_special_tokens=True) for i, k in enumerate(cuts)
     ]
     # Word-level decoding has no leading space (join with one); byte-level BPE keeps it (concatenate).
-    states = [p + y if not y or y[0].isspace() else f"{p} {y}" for p, y in zip(prompts, prefixes, strict=True)]
+    states = [
+        p + y if not y or y[0].isspace() else f"{p} {y}" for p, y in zip(prompts, prefixes, strict=True)
+    ]
     cont = backend.generate(teacher, states, n=1, max_new_tokens=t.continuation_tokens, greedy=True)
     # 3. The student takes cross-entropy on the teacher's continuation of its own prefix.
     logp = token_logp(sequence_logits(model, cont), cont.completion_ids)  # (B, T)

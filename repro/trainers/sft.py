@@ -6,7 +6,8 @@ Reads top to bottom as the algorithm:
     -> periodic eval (target, retention, forgetting vs step 0, state drift) -> save the model
 
 The states it trains on are the demonstrations' prefixes, a solution style the base model never
-writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*` measures how far off-policy they are.
+writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*`
+measures how far off-policy they are.
 The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
 (`trainer.teacher=<dir>` of opd / offline_distill, or `model.kind=hf model.path=<dir>`).
 
