@@ -58,9 +58,12 @@ class HFGenerateBackend:
     """`transformers.generate` sampling from the full distribution (no top-k/top-p), so that the
     returned `sampler_logp` is the policy's own log-prob at the sampling temperature."""
 
-    def __init__(self, tokenizer, batch_size: int = 256) -> None:
+    def __init__(self, tokenizer, batch_size: int = 256, stop_strings=None) -> None:
         self.tok = tokenizer
         self.batch_size = batch_size
+        # Generation also ends at these strings (e.g. "Question:" when a base model starts the next
+        # GSM8K problem); the stop string stays in the text, the task's verifier cuts it off.
+        self.stop_strings = list(stop_strings) if stop_strings else None
 
     @torch.no_grad()
     def generate(self, model, prompts, *, n=1, max_new_tokens=32, temperature=1.0, greedy=False, seed=None):
@@ -79,13 +82,17 @@ class HFGenerateBackend:
             return_dict_in_generate=True,
             output_logits=True,
         )
+        extra = {}
+        if self.stop_strings:
+            gen_cfg.stop_strings = self.stop_strings
+            extra["tokenizer"] = self.tok
         parts = []
         was_training = model.training
         model.eval()
         for i in range(0, len(expanded), self.batch_size):
             enc = self.tok(expanded[i : i + self.batch_size], return_tensors="pt", padding=True)
             enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            out = model.generate(**enc, generation_config=gen_cfg)
+            out = model.generate(**enc, generation_config=gen_cfg, **extra)
             P = enc["input_ids"].shape[1]
             comp = out.sequences[:, P:]  # (b, T)
             logits = torch.stack(out.logits, dim=1).float()  # (b, T, V)

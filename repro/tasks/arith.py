@@ -28,6 +28,7 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from repro.errors import ConfigError
 
@@ -111,7 +112,13 @@ class MCItem:
 
 @dataclass
 class ArithWorld:
-    """Seeded generator of the micro world. All knobs come from the `task` config group."""
+    """Seeded generator of the micro world. All knobs come from the `task` config group.
+    Implements repro.tasks.Task (the interface every trainer uses)."""
+
+    eval_splits: ClassVar[tuple[str, ...]] = ("id", "ood")
+    retention_tasks: ClassVar[tuple[str, ...]] = ("facts", "truths")
+    stop_strings: ClassVar[tuple[str, ...] | None] = None  # completions end at eos
+    mc_batch_size: ClassVar[int | None] = None  # every choice of every item in one forward pass
 
     min_steps: int = 1
     max_steps: int = 3
@@ -245,6 +252,15 @@ class ArithWorld:
             raise ConfigError(f"unknown eval split '{which}'; valid: id, ood")
         rng = random.Random(f"{which}-{seed}")
         return self.sample_problems(rng, n, split="heldout", ood=which == "ood")
+
+    def eval_max_new_tokens(self, which: str, base: int) -> int:
+        """OOD answers run longer (two-digit intermediate values): 8 more tokens than in-distribution."""
+        return base + (8 if which == "ood" else 0)
+
+    @staticmethod
+    def verify(completion: str, answer: str) -> bool:
+        """Exact match of the `#### <int>` answer (module-level `verify`)."""
+        return verify(completion, answer)
 
     def direct_answer(self, rng: random.Random, p: Problem) -> str:
         """The unreliable strategy: right with prob `direct_correct`, else the "add every number"

@@ -1,13 +1,14 @@
 """Pieces every trainer shares (grpo, sft, opd, offline_distill, eval_only).
 
-    held = HeldOut.build(cfg, world, model, tok, backend)   # eval sets + the base model's states
+    held = HeldOut.build(cfg, task, model, tok, backend)    # eval sets + the base model's states
     metrics = held.evaluate(model, step, train_states)      # eval/*, retention/*, drift/*, drift_policy/*
     ce_step(model, opt, roll, loss_mat_fn, cfg)             # one clipped optimiser step on a Rollout
     save_checkpoint(cfg, model, tok)                        # <cache_dir>/checkpoints/<hash>/seed<N>/
 
-Eval metrics are those of the grpo trainer (eval/{id,ood}/{greedy,sample}_acc,
-eval/retention/{facts,truths}_acc) plus forgetting/retention against the step-0 evaluation
-(eq. 12) and state drift against the base model's own rollouts.
+Eval metrics are those of the grpo trainer (eval/<split>/{greedy,sample}_acc for the task's
+eval_splits, eval/retention/<name>_acc for its retention_tasks: id, ood, facts, truths in the micro
+world; id (GSM8K test), truthfulqa_mc1, mmlu on real data) plus forgetting/retention against the
+step-0 evaluation (eq. 12) and state drift against the base model's own rollouts.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from repro.errors import ConfigError, NonFiniteError
 from repro.evaluation import accuracy, mc_accuracy
 from repro.metrics import drift_report, prefix_states, retention_report
 from repro.rollout import HFGenerateBackend, Rollout
-from repro.tasks.arith import ArithWorld, verify
+from repro.tasks import Task
 
-RETENTION_TASKS = ("facts", "truths")
 DRIFT_SEED = "drift"  # the fixed prompt set the drift metrics roll out on
 
 
@@ -94,6 +94,7 @@ class HeldOut:
     """Fixed evaluation sets and the base model's reference numbers, built before training."""
 
     cfg: DictConfig
+    task: Task
     tok: object
     backend: HFGenerateBackend
     evals: dict
@@ -103,15 +104,16 @@ class HeldOut:
     base_retention: dict[str, float] | None = field(default=None)
 
     @classmethod
-    def build(cls, cfg: DictConfig, world: ArithWorld, model, tok, backend: HFGenerateBackend) -> HeldOut:
+    def build(cls, cfg: DictConfig, task: Task, model, tok, backend: HFGenerateBackend) -> HeldOut:
         t = cfg.trainer
         held = cls(
             cfg,
+            task,
             tok,
             backend,
-            evals={"id": world.eval_set("id", t.eval_n), "ood": world.eval_set("ood", t.eval_n)},
-            mc={name: world.mc_items(name) for name in RETENTION_TASKS},
-            drift_examples=world.sft_examples(random.Random(DRIFT_SEED), t.drift_n),
+            evals={split: task.eval_set(split, t.eval_n) for split in task.eval_splits},
+            mc={name: task.mc_items(name) for name in task.retention_tasks},
+            drift_examples=task.sft_examples(random.Random(DRIFT_SEED), t.drift_n),
             base_states=[],
         )
         held.base_states = held.policy_states(model)
@@ -121,9 +123,9 @@ class HeldOut:
     def drift_prompts(self) -> list[str]:
         return [p for p, _ in self.drift_examples]
 
-    def demo_states(self, world: ArithWorld, style: str) -> list[str]:
+    def demo_states(self, style: str) -> list[str]:
         """Prefix states of SFT demonstrations (in `style`) on the drift prompts (fixed, off-policy)."""
-        demos = world.sft_examples(random.Random(DRIFT_SEED), self.cfg.trainer.drift_n, style)
+        demos = self.task.sft_examples(random.Random(DRIFT_SEED), self.cfg.trainer.drift_n, style)
         return states_of([p for p, _ in demos], [c for _, c in demos], self.cfg.trainer.drift_every)
 
     def policy_states(self, model) -> list[str]:
@@ -146,15 +148,17 @@ class HeldOut:
         against the base model's states."""
         t, out = self.cfg.trainer, {}
         for split, probs in self.evals.items():
-            max_new = t.max_new_tokens + (8 if split == "ood" else 0)
-            kw = dict(verify=verify, max_new_tokens=max_new)
+            max_new = self.task.eval_max_new_tokens(split, t.max_new_tokens)
+            kw = dict(verify=self.task.verify, max_new_tokens=max_new)
             out[f"eval/{split}/greedy_acc"] = accuracy(model, self.backend, probs, greedy=True, **kw)
             out[f"eval/{split}/sample_acc"] = accuracy(
                 model, self.backend, probs, greedy=False, seed=self.cfg.seed * 1000 + step, **kw
             )
         scores = {}
         for name, items in self.mc.items():
-            scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(model, self.tok, items)
+            scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(
+                model, self.tok, items, batch_size=self.task.mc_batch_size
+            )
         if self.base_retention is None:
             self.base_retention = scores
         out |= retention_metrics(self.base_retention, scores)

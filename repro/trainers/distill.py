@@ -17,7 +17,7 @@ The teacher is `trainer.teacher`: a checkpoint dir (e.g. an sft run's, see
 repro.trainers.common.checkpoint_dir), a model config ({kind: hf, path: ...}), or null for the
 student's own starting model (teacher == student: every KL is zero, a sanity check). The
 continuation path hands the teacher the student prefix as text; that round trip is exact for the
-micro world's word-level tokenizer.
+micro world's word-level tokenizer and for byte-level BPE up to re-tokenisation of the joined text.
 
 Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=opd trainer.teacher=<sft checkpoint dir>
       PYTHONPATH=. REPRO_ROOT=. repro run trainer=offline_distill trainer.teacher=<same dir>
@@ -38,7 +38,7 @@ from repro.models import load_policy
 from repro.models.micro import load_checkpoint
 from repro.registry import UnknownNameError
 from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
-from repro.tasks.arith import ArithWorld
+from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
     HeldOut,
@@ -75,7 +75,7 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.teacher must be null, a checkpoint dir or a model config, got {teacher!r}"
         )
     validate_lora(t)
-    ArithWorld.from_cfg(cfg.task)
+    build_task(cfg.task)
 
 
 def load_teacher(cfg: DictConfig, tok):
@@ -102,11 +102,11 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     torch.set_num_threads(t.threads)
     rng, _ = seed_all(cfg.seed)  # rng: train prompts and cut points
 
-    world = ArithWorld.from_cfg(cfg.task)
     model, tok = load_policy(cfg)
-    backend = HFGenerateBackend(tok)
+    task = build_task(cfg.task, tok)
+    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
     teacher = load_teacher(cfg, tok)
-    held = HeldOut.build(cfg, world, model, tok, backend)  # base model's states and scores
+    held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     if t.name == "opd":
         train_states = None  # the student's own states, re-rolled at each evaluation
     else:
@@ -124,7 +124,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0 = time.time()
     for step in range(1, t.steps + 1):
-        prompts = [p.prompt for p in world.sample_problems(rng, t.prompts_per_step)]
+        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
         loss_mat, mask, metrics = update(cfg, model, teacher, backend, prompts, rng)  # (B, T) x2
         loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
         metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
@@ -158,7 +158,10 @@ def opd_update(cfg, model, teacher, backend, prompts, rng):
     prefixes = [
         backend.tok.decode(roll.completion_ids[i, :k], skip_special_tokens=True) for i, k in enumerate(cuts)
     ]
-    states = [f"{p} {y}" if y else p for p, y in zip(prompts, prefixes, strict=True)]
+    # Word-level decoding has no leading space (join with one); byte-level BPE keeps it (concatenate).
+    states = [
+        p + y if not y or y[0].isspace() else f"{p} {y}" for p, y in zip(prompts, prefixes, strict=True)
+    ]
     cont = backend.generate(teacher, states, n=1, max_new_tokens=t.continuation_tokens, greedy=True)
     # 3. The student takes cross-entropy on the teacher's continuation of its own prefix.
     logp = token_logp(sequence_logits(model, cont), cont.completion_ids)  # (B, T)

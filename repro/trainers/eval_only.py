@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend
-from repro.tasks.arith import ArithWorld
+from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import HeldOut, need, save_checkpoint, seed_all
 
@@ -31,7 +31,7 @@ def validate(cfg: DictConfig) -> None:
     need(t, "drift_n", t.drift_n >= 2, "must be >= 2 (MMD needs two states per side)")
     need(t, "drift_every", t.drift_every >= 1, "must be >= 1")
     need(t, "threads", t.threads >= 1, "must be >= 1")
-    ArithWorld.from_cfg(cfg.task)
+    build_task(cfg.task)
 
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
@@ -41,7 +41,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t0 = time.time()
     model, tok = load_policy(cfg)
     model.eval()
-    held = HeldOut.build(cfg, ArithWorld.from_cfg(cfg.task), model, tok, HFGenerateBackend(tok))
+    task = build_task(cfg.task, tok)
+    held = HeldOut.build(cfg, task, model, tok, HFGenerateBackend(tok, stop_strings=task.stop_strings))
     final = held.evaluate(model, 0, train_states=None)
     log(final, 0)
     save_checkpoint(cfg, model, tok)

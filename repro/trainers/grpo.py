@@ -25,7 +25,7 @@ from repro.errors import ConfigError, NonFiniteError
 from repro.models import load_policy
 from repro.registry import UnknownNameError
 from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_entropy, token_logp
-from repro.tasks.arith import ArithWorld, verify
+from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import HeldOut
 
@@ -59,7 +59,7 @@ def validate(cfg: DictConfig) -> None:
     need("grad_clip", t.grad_clip > 0, "must be > 0")
     need("threads", t.threads >= 1, "must be >= 1")
     need("dynamic_sampling_rounds", t.dynamic_sampling_rounds >= 1, "must be >= 1")
-    ArithWorld.from_cfg(cfg.task)
+    build_task(cfg.task)
     # Unknown stage names and bad stage kwargs fail here, on a 2x3 dummy batch, not mid-run.
     stages = [
         ("advantage", ADVANTAGES, cfg.advantage),
@@ -93,13 +93,13 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     rng = random.Random(cfg.seed)  # prompt sampling
     gen = torch.Generator().manual_seed(cfg.seed)  # mini-batch order and stochastic objectives
 
-    world = ArithWorld.from_cfg(cfg.task)
     model, tok = load_policy(cfg)
+    task = build_task(cfg.task, tok)
     model.train()
-    backend = HFGenerateBackend(tok)
+    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
-    held = HeldOut.build(cfg, world, model, tok, backend)
+    held = HeldOut.build(cfg, task, model, tok, backend)
 
     def evaluate(step: int) -> dict[str, float]:
         out = held.evaluate(model, step, train_states=None)
@@ -113,7 +113,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{cfg.arm or 'run'} seed {cfg.seed}", total=t.steps)
         for step in range(1, t.steps + 1):
-            metrics = update(cfg, world, model, backend, opt, rng, gen, step)
+            metrics = update(cfg, task, model, backend, opt, rng, gen, step)
             log(metrics, step)
             reward_curve.append(metrics["train/reward_mean"])
 
@@ -136,11 +136,11 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     return final
 
 
-def update(cfg, world, model, backend, opt, rng, gen, step: int) -> dict[str, float]:
+def update(cfg, task, model, backend, opt, rng, gen, step: int) -> dict[str, float]:
     """One GRPO-family step: rollout -> reward -> advantage -> updates. Returns the step's metrics."""
     t = cfg.trainer
     # 1. Rollout (+ DAPO dynamic sampling: keep only groups whose rewards differ, refilling).
-    roll, rewards, group, sampled = _rollout_and_reward(cfg, world, model, backend, rng)
+    roll, rewards, group, sampled = _rollout_and_reward(cfg, task, model, backend, rng)
     metrics = {
         # Over everything sampled (before dynamic sampling drops groups): the policy's reward.
         "train/reward_mean": sampled["reward_mean"],
@@ -195,7 +195,7 @@ def update(cfg, world, model, backend, opt, rng, gen, step: int) -> dict[str, fl
     return metrics
 
 
-def _rollout_and_reward(cfg, world, model, backend, rng):
+def _rollout_and_reward(cfg, task, model, backend, rng):
     """Sample prompts and G completions each; score them; with dynamic sampling drop groups whose
     rewards are all equal and sample more prompts (up to `dynamic_sampling_rounds` rounds)."""
     t = cfg.trainer
@@ -205,7 +205,7 @@ def _rollout_and_reward(cfg, world, model, backend, rng):
         need = t.prompts_per_step - offset
         if need <= 0:
             break
-        problems = world.sample_problems(rng, need)
+        problems = task.sample_problems(rng, need)
         roll = backend.generate(
             model,
             [p.prompt for p in problems],
@@ -215,7 +215,7 @@ def _rollout_and_reward(cfg, world, model, backend, rng):
         )
         group = torch.arange(len(problems)).repeat_interleave(t.group_size)  # (B,)
         ctx = RewardContext(
-            roll.texts, [p.answer for p in problems for _ in range(t.group_size)], group, verify
+            roll.texts, [p.answer for p in problems for _ in range(t.group_size)], group, task.verify
         )
         r = torch.stack([REWARDS[c.name](ctx, **c.kw) for c in cfg.reward], -1)  # (B, K)
         seen_r.append(r[:, 0])

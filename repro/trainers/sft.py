@@ -6,7 +6,8 @@ Reads top to bottom as the algorithm:
     -> periodic eval (target, retention, forgetting vs step 0, state drift) -> save the model
 
 The states it trains on are the demonstrations' prefixes, a solution style the base model never
-writes (repro.tasks.arith.ArithWorld.sft_examples), so `drift/*` measures how far off-policy they are.
+writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*`
+measures how far off-policy they are.
 The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
 (`trainer.teacher=<dir>` of opd / offline_distill, or `model.kind=hf model.path=<dir>`).
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
-from repro.tasks.arith import ArithWorld
+from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
     HeldOut,
@@ -50,7 +51,7 @@ def validate(cfg: DictConfig) -> None:
     need(t, "batch_size", t.batch_size >= 1, "must be >= 1")
     need(t, "steps", t.steps is None or t.steps >= 0, "must be null (every epoch) or >= 0")
     validate_lora(t)
-    ArithWorld.from_cfg(cfg.task)
+    build_task(cfg.task)
 
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
@@ -59,13 +60,13 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     torch.set_num_threads(t.threads)
     _, gen = seed_all(cfg.seed)
 
-    world = ArithWorld.from_cfg(cfg.task)
     model, tok = load_policy(cfg)
-    backend = HFGenerateBackend(tok)
+    task = build_task(cfg.task, tok)
+    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
     # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
-    data = world.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
-    held = HeldOut.build(cfg, world, model, tok, backend)  # base model's states and scores
-    train_states = held.demo_states(world, t.style)
+    data = task.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
+    held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
+    train_states = held.demo_states(t.style)
 
     model = with_lora(model, t.lora)
     model.train()
