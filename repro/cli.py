@@ -618,7 +618,10 @@ def _explain(exc: Exception) -> str:
     prefix = stage.group(1) if stage else ""
     if slug in packages(root):
         arms = ", ".join(package_arms(root, slug))
-        return f"{prefix}unknown experiment '{outer.group(1)}': paper '{slug}' has no arm '{arm}'; its arms: {arms}"
+        return (
+            f"{prefix}unknown experiment '{outer.group(1)}': paper '{slug}' has no arm '{arm}'; "
+            f"its arms: {arms}"
+        )
     known = ", ".join(packages(root)) or "(none)"
     return (
         f"{prefix}unknown experiment '{outer.group(1)}': no paper '{slug}' in {root / 'experiments'}; "
