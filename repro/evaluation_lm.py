@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 import re
 from collections.abc import Sequence
 from functools import partial
@@ -22,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from repro.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 TASKS = ("gsm8k", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2")
 
@@ -285,17 +289,42 @@ def build_tasks(names: Sequence[str], data_dir: str | Path, eval_cfg: Any) -> di
     bad = [n for n in names if n not in TASKS]
     if bad:
         raise ConfigError(f"tasks: unknown {', '.join(bad)}; known: {', '.join(TASKS)}")
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[dict | str]] = {}
     for name in names:
-        if name == "gsm8k":
-            g = eval_cfg.gsm8k
-            out[name] = [gsm8k_task(data_dir, g.num_fewshot, g.max_new_tokens)]
-        elif name == "mmlu":
-            m = eval_cfg.mmlu
-            out[name] = mmlu_tasks(data_dir, m.subjects, m.num_fewshot)
-        else:
-            out[name] = [truthfulqa_task(data_dir, name.split("_")[1], eval_cfg.truthfulqa.qa_primer)]
+        try:
+            if name == "gsm8k":
+                g = eval_cfg.gsm8k
+                out[name] = [gsm8k_task(data_dir, g.num_fewshot, g.max_new_tokens)]
+            elif name == "mmlu":
+                m = eval_cfg.mmlu
+                out[name] = mmlu_tasks(data_dir, m.subjects, m.num_fewshot)
+            else:
+                out[name] = [truthfulqa_task(data_dir, name.split("_")[1], eval_cfg.truthfulqa.qa_primer)]
+        except ConfigError:
+            if offline():
+                raise
+            out[name] = hub_tasks(name, eval_cfg)
+            log.warning(
+                "eval data for %s not under %s: using lm-eval's hub task(s) %s", name, data_dir, out[name]
+            )
     return out
+
+
+def offline() -> bool:
+    """Whether the Hugging Face hub is off limits (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set)."""
+    return any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes")
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def hub_tasks(name: str, eval_cfg: Any) -> list[str]:
+    """lm-eval's own task names for a benchmark, which read the hub datasets (used when online and
+    the local files are missing). Untested here: the development machines have no hub access."""
+    if name == "mmlu":
+        subjects = eval_cfg.mmlu.subjects
+        return [f"mmlu_{s}" for s in subjects] if subjects else ["mmlu"]
+    return [name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +348,10 @@ def evaluate(model, tokenizer, names: Sequence[str], data_dir: str | Path, eval_
 
     tasks = build_tasks(names, data_dir, eval_cfg)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(eval_cfg.batch_size))
-    # Our tasks are dicts: skip indexing lm-eval's thousands of built-in task files.
-    manager = TaskManager(include_defaults=False)
+    # Our tasks are dicts: skip indexing lm-eval's thousands of built-in task files, unless a
+    # benchmark fell back to lm-eval's own (hub) task names.
+    hub = any(isinstance(c, str) for cfgs in tasks.values() for c in cfgs)
+    manager = TaskManager(include_defaults=hub)
     metrics: dict[str, float] = {}
     counts: dict[str, int] = {}
     for name, cfgs in tasks.items():
@@ -331,6 +362,7 @@ def evaluate(model, tokenizer, names: Sequence[str], data_dir: str | Path, eval_
             task_manager=manager,
             limit=_limit(_task_option(eval_cfg, name, "limit", eval_cfg.limit)),
             apply_chat_template=use_chat,
+            num_fewshot=_task_option(eval_cfg, name, "num_fewshot") if isinstance(cfgs[0], str) else None,
             log_samples=False,
             bootstrap_iters=0,
         )
@@ -343,7 +375,7 @@ def evaluate(model, tokenizer, names: Sequence[str], data_dir: str | Path, eval_
         elif name == "mmlu":
             total, weighted = 0, 0.0
             for cfg in cfgs:
-                task = cfg["task"]
+                task = cfg if isinstance(cfg, str) else cfg["task"]
                 n, acc = _n(n_samples, task), float(results[task]["acc,none"])
                 metrics[f"eval/mmlu/{task.removeprefix('mmlu_')}/acc"] = acc
                 total, weighted = total + n, weighted + n * acc

@@ -44,6 +44,22 @@ def test_missing_data_dir(tmp_path):
         build_tasks(["mmlu"], tmp_path / "nowhere", EVAL_CFG)
 
 
+def test_missing_files_fall_back_to_lm_eval_hub_tasks_only_when_online(tmp_path, monkeypatch, data_root):
+    """Online, a benchmark whose files are missing uses lm-eval's own (hub) task names; local files
+    still win; offline (the tests' default) it stays a ConfigError (test_missing_data_dir)."""
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    subset = OmegaConf.merge(EVAL_CFG, {"mmlu": {"subjects": ["anatomy"]}})
+    tasks = build_tasks(["gsm8k", "mmlu", "truthfulqa_mc2"], tmp_path / "nowhere", subset)
+    assert tasks == {"gsm8k": ["gsm8k"], "mmlu": ["mmlu_anatomy"], "truthfulqa_mc2": ["truthfulqa_mc2"]}
+    assert build_tasks(["mmlu"], tmp_path / "nowhere", EVAL_CFG) == {"mmlu": ["mmlu"]}
+    local = build_tasks(["gsm8k"], data_root, EVAL_CFG)["gsm8k"][0]
+    assert isinstance(local, dict)  # files present: the local task, never the hub
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="gsm8k/test.jsonl"):
+        build_tasks(["gsm8k"], tmp_path / "nowhere", EVAL_CFG)
+
+
 def test_mmlu_missing_dev_file(data_root):
     (data_root / "mmlu" / "dev" / "toy_math_dev.csv").unlink()
     with pytest.raises(ConfigError, match="toy_math_dev.csv"):
