@@ -38,7 +38,7 @@ VERDICT_COLOURS = {
     "not reproduced": "tab:red",
     "inconclusive": "tab:gray",
 }
-_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr", "PuRd")
+_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "GnBu", "PuRd")
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)))
 
 
