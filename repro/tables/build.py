@@ -176,7 +176,7 @@ def _prediction(r: ClaimResult) -> str:
 
 def _claim_row(r: ClaimResult) -> list[str]:
     c = r.claim
-    claim = f"**{c.id}**: {c.text}<br><sub>{c.measure.describe()}; {_prediction(r)}</sub>"
+    claim = f"**{c.id}**: {c.text}<br><sub>{c.measure.describe(r.scale)}; {_prediction(r)}</sub>"
     summary = "—"
     if c.summary is not None:
         summary = c.summary.value + (f" ({c.summary.source})" if c.summary.source else "")

@@ -31,7 +31,9 @@ Schema of claimed.yaml:
       - {name: target_vs_retention, kind: scatter, x: retention/ratio, y: eval/id/greedy_acc}
       - {name: forgetting, kind: bars, metrics: [retention/forgetting, retention/ratio]}
 
-Measures (`at`: `final` value, `mean` over the logged curve, or `init` = first logged value):
+Measures (`at`: `final` value, `mean` over the logged curve, or `init` = first logged value;
+`metric` is one name, or {scale: name} where a scale's task logs it under another name — a scale
+the mapping leaves out is "not run" for that claim):
     effect  treatment − control, paired by seed.  metric, treatment, control, direction,
             min_effect; optional at (default final), range, better.
     change  final − init within one arm, per seed.  metric, arm, direction, min_effect;
@@ -136,7 +138,7 @@ class Measure:
     """What to compute from the records for one claim (see the module docstring)."""
 
     kind: str
-    metric: str
+    metric: str | Mapping[str, str]  # one name for every scale, or scale -> name
     treatment: str | None = None
     control: str | None = None
     arm: str | None = None
@@ -153,13 +155,20 @@ class Measure:
             return (self.treatment, self.control)  # type: ignore[return-value]
         return (self.arm,)  # type: ignore[return-value]
 
-    def describe(self) -> str:
+    def metric_at(self, scale: str) -> str | None:
+        """The metric judged at `scale`; None if the claim names none there."""
+        return self.metric if isinstance(self.metric, str) else self.metric.get(scale)
+
+    def describe(self, scale: str | None = None) -> str:
         """Short human description, e.g. `Δ eval/id/greedy_acc (final): dapo_nsr − dapo`."""
+        metric = self.metric_at(scale) if scale is not None else self.metric
+        if not isinstance(metric, str):
+            metric = " | ".join(f"{k}: {v}" for k, v in metric.items()) if metric else "–"
         if self.kind == "effect":
-            return f"Δ {self.metric} ({self.at}): {self.treatment} − {self.control}"
+            return f"Δ {metric} ({self.at}): {self.treatment} − {self.control}"
         if self.kind == "change":
-            return f"{self.metric}: final − init, {self.arm}"
-        return f"{self.metric} ({self.at}), {self.arm}"
+            return f"{metric}: final − init, {self.arm}"
+        return f"{metric} ({self.at}), {self.arm}"
 
 
 @dataclass(frozen=True)
@@ -276,6 +285,15 @@ def _check_metric(metric: Any, metrics: frozenset[str], where: str) -> str:
     return metric
 
 
+def _metric_spec(metric: Any, metrics: frozenset[str], where: str) -> str | dict[str, str]:
+    """A metric name, or a mapping scale -> metric name (each checked)."""
+    if isinstance(metric, Mapping):
+        if not metric:
+            raise ConfigError(f"{where}: empty mapping; give scale: metric pairs or one metric")
+        return {str(k): _check_metric(v, metrics, f"{where}.{k}") for k, v in metric.items()}
+    return _check_metric(metric, metrics, where)
+
+
 def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset[str], where: str) -> Measure:
     where = f"{where}: claim '{cid}': measure"
     if not isinstance(raw, Mapping) or raw.get("kind") not in KINDS:
@@ -285,7 +303,7 @@ def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset
     required, optional = KINDS[kind]
     _check_keys(raw, required | {"kind"}, optional, where)
 
-    metric = _check_metric(raw["metric"], metrics, f"{where}.metric")
+    metric = _metric_spec(raw["metric"], metrics, f"{where}.metric")
     for key in ("treatment", "control", "arm"):
         if key in raw and raw[key] not in arms:
             raise ConfigError(
@@ -298,8 +316,9 @@ def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset
     allowed_at = {"final", "mean"} if kind == "value" else AT
     if at not in allowed_at:
         raise ConfigError(f"{where}.at: expected one of {', '.join(sorted(allowed_at))}, got {at!r}")
-    if metric in OSC_SOURCES and at != "final":
-        raise ConfigError(f"{where}.at: {metric} summarizes a whole run; only `at: final` is defined")
+    osc = [m for m in ([metric] if isinstance(metric, str) else metric.values()) if m in OSC_SOURCES]
+    if osc and at != "final":
+        raise ConfigError(f"{where}.at: {osc[0]} summarizes a whole run; only `at: final` is defined")
 
     direction = _sign(raw.get("direction", 1), (-1, 0, 1), f"{where}.direction")
     if "better" in raw and direction != 0:
@@ -363,14 +382,7 @@ def _parse_table(raw: Any, arms: tuple[str, ...], metrics: frozenset[str], where
         name = _text(col["name"], f"{cwhere}.name")
         if name in (c.name for c in columns):
             raise ConfigError(f"{cwhere}.name: duplicate column name {name!r}")
-        metric = col["metric"]
-        if isinstance(metric, Mapping):
-            if not metric:
-                raise ConfigError(f"{cwhere}.metric: empty mapping; give scale: metric pairs or one metric")
-            metric = {str(k): _check_metric(v, metrics, f"{cwhere}.metric.{k}") for k, v in metric.items()}
-        else:
-            _check_metric(metric, metrics, f"{cwhere}.metric")
-        columns.append(TableColumn(name, metric))
+        columns.append(TableColumn(name, _metric_spec(col["metric"], metrics, f"{cwhere}.metric")))
     names = [c.name for c in columns]
 
     if not isinstance(raw["rows"], Mapping) or not raw["rows"]:
@@ -583,22 +595,27 @@ def evaluate(claim: Claim, records: ArmRecords, scale: str) -> ClaimResult:
     missing = [a for a in m.arms if not records.get(a)]
     if missing:
         return ClaimResult(claim, scale, NOT_RUN, None, notes=(f"no runs of {', '.join(missing)}",))
+    metric = m.metric_at(scale)
+    if metric is None:
+        return ClaimResult(
+            claim, scale, NOT_RUN, None, notes=(f"the claim names no metric for scale {scale}",)
+        )
 
     notes: list[str] = []
     if m.kind == "effect":
-        t = _per_seed(records[m.treatment], m.metric, m.at, notes, m.treatment)  # type: ignore[index]
-        c = _per_seed(records[m.control], m.metric, m.at, notes, m.control)  # type: ignore[index]
+        t = _per_seed(records[m.treatment], metric, m.at, notes, m.treatment)  # type: ignore[index]
+        c = _per_seed(records[m.control], metric, m.at, notes, m.control)  # type: ignore[index]
         for a, b, arm in ((t, c, m.treatment), (c, t, m.control)):
             unpaired = sorted(set(a) - set(b))
             if unpaired:
                 notes.append(f"unpaired seed(s) of {arm} dropped: {', '.join(map(str, unpaired))}")
         est = paired_effect(t, c)
     elif m.kind == "change":
-        fin = _per_seed(records[m.arm], m.metric, "final", notes, m.arm)  # type: ignore[index]
-        init = _per_seed(records[m.arm], m.metric, "init", notes, m.arm)  # type: ignore[index]
+        fin = _per_seed(records[m.arm], metric, "final", notes, m.arm)  # type: ignore[index]
+        init = _per_seed(records[m.arm], metric, "init", notes, m.arm)  # type: ignore[index]
         est = paired_effect(fin, init)
     else:
-        est = summarize(_per_seed(records[m.arm], m.metric, m.at, notes, m.arm))  # type: ignore[index]
+        est = summarize(_per_seed(records[m.arm], metric, m.at, notes, m.arm))  # type: ignore[index]
 
     run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
     if est.n < 2:

@@ -149,7 +149,10 @@ def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Pa
             ax.errorbar(est.mean, yi, xerr=xerr, fmt="none", ecolor="k", capsize=3)
     ax.axvline(0.0, color="k", lw=0.8)
     ax.set_yticks(y)
-    labels = [f"{r.claim.id}\n{r.claim.measure.metric}, {_predicted(r)} (n={r.estimate.n})" for r in rows]
+    labels = [
+        f"{r.claim.id}\n{r.claim.measure.metric_at(r.scale)}, {_predicted(r)} (n={r.estimate.n})"
+        for r in rows
+    ]
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlabel("effect (treatment − control, or final − init), in each metric's own units")
     ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% t CI")

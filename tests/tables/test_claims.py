@@ -206,6 +206,28 @@ def test_unknown_metric_names_claim_and_key():
         parse_claimed(minimal(metric="eval/id/greedy_accc"), "toy")
 
 
+def test_metric_per_scale_is_judged_with_that_scales_metric():
+    """A measure's metric can differ by scale (micro `facts` vs small `mmlu`); a scale the claim
+    names no metric for is not run there."""
+    data = minimal(metric={"micro": "eval/id/greedy_acc", "small": "eval/gsm8k/acc"})
+    data["metrics"] = ["eval/gsm8k/acc"]
+    m = parse_claimed(data, "toy").claims[0].measure
+    assert m.metric_at("micro") == "eval/id/greedy_acc" and m.metric_at("paper") is None
+    assert "eval/gsm8k/acc" in m.describe("small")
+    small = {"final": {"eval/gsm8k/acc": 0.0}, "curves": {}}
+    records = {
+        "new": {s: rec(s, 0.7) | {"final": {"eval/gsm8k/acc": 0.5 + s / 100}} for s in (1, 2, 3)},
+        "base": {s: small | {"run_id": f"b{s}"} for s in (1, 2, 3)},
+    }
+    on_small = evaluate(claim(m), records, "small")
+    assert on_small.estimate.mean == pytest.approx(0.52) and on_small.verdict == REPRODUCED
+    assert evaluate(claim(m), records, "paper").verdict == NOT_RUN
+    with pytest.raises(ConfigError, match=r"metric\.small: unknown metric"):
+        parse_claimed(minimal(metric={"micro": "eval/id/greedy_acc", "small": "eval/nope"}), "toy")
+    with pytest.raises(ConfigError, match="empty mapping"):
+        parse_claimed(minimal(metric={}), "toy")
+
+
 def test_extra_metrics_can_be_declared():
     data = minimal(metric="eval/gsm8k/acc")
     data["metrics"] = ["eval/gsm8k/acc"]
