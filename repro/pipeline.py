@@ -20,15 +20,14 @@ stage wait for one another instead of training it twice.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro.errors import ConfigError
+from repro.locking import file_lock
 
 ROLES = ("teacher", "init")
 # Overrides that belong to the downstream run only: its arm, its seed, its own trainer settings.
@@ -121,23 +120,12 @@ def apply(cfg: DictConfig, stages: Sequence[Stage]) -> DictConfig:
     return cfg
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure(stages: Sequence[Stage]) -> None:
     """Run every stage whose output is missing (a tracked, recorded run of its arm); reuse the rest."""
     from repro import runner
 
     for st in stages:
-        with _locked(st.output):
+        with file_lock(st.output.with_name(st.output.name + ".lock")):
             if st.done:
                 runner.log.info("stage %s: reusing %s", st.experiment, st.output)
                 continue

@@ -8,14 +8,12 @@ The cached folder is a normal HF checkpoint: `AutoModelForCausalLM.from_pretrain
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
 import random
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from repro.locking import file_lock
 from repro.tasks.arith import ArithWorld
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -77,17 +76,6 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 # Task knobs that only shape evaluation sets: they do not change the pretraining corpus.
 EVAL_ONLY_TASK_KEYS = ("ood_start_range",)
 
@@ -112,7 +100,7 @@ def load_or_pretrain(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str
     out = Path(cache_dir) / "micro_models" / key
     if (out / "DONE").exists():
         return out
-    with _file_lock(Path(cache_dir) / "micro_models" / f"{key}.lock"):
+    with file_lock(Path(cache_dir) / "micro_models" / f"{key}.lock"):
         if (out / "DONE").exists():
             return out
         tmp = out.with_name(key + ".tmp")

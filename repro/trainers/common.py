@@ -46,16 +46,21 @@ def need(t: DictConfig, key: str, ok: bool, what: str) -> None:
         raise ConfigError(f"trainer.{key} {what}, got {OmegaConf.select(t, key)!r}")
 
 
-def validate_common(t: DictConfig) -> None:
-    """Checks of the keys every supervised/distillation trainer has."""
-    need(t, "lr", t.lr > 0, "must be > 0")
-    need(t, "grad_clip", t.grad_clip > 0, "must be > 0")
+def validate_eval(t: DictConfig) -> None:
+    """Checks of the keys the shared evaluator (HeldOut) reads; every trainer has them."""
     need(t, "max_new_tokens", t.max_new_tokens >= 1, "must be >= 1")
-    need(t, "eval_every", t.eval_every >= 1, "must be >= 1")
     need(t, "eval_n", t.eval_n >= 1, "must be >= 1")
     need(t, "drift_n", t.drift_n >= 2, "must be >= 2 (MMD needs two states per side)")
     need(t, "drift_every", t.drift_every >= 1, "must be >= 1")
     need(t, "threads", t.threads >= 1, "must be >= 1")
+
+
+def validate_common(t: DictConfig) -> None:
+    """Checks of the keys every training trainer has (the evaluator's, plus optimiser and schedule)."""
+    validate_eval(t)
+    need(t, "lr", t.lr > 0, "must be > 0")
+    need(t, "grad_clip", t.grad_clip > 0, "must be > 0")
+    need(t, "eval_every", t.eval_every >= 1, "must be >= 1")
 
 
 def validate_lora(t: DictConfig) -> None:
@@ -99,7 +104,7 @@ class HeldOut:
     backend: HFGenerateBackend
     evals: dict
     mc: dict
-    drift_examples: list[tuple[str, str]]  # fixed train problems with SFT demonstrations
+    drift_prompts: list[str]  # fixed train prompts the drift metrics roll out on
     base_states: list[str]
     base_retention: dict[str, float] | None = field(default=None)
 
@@ -113,15 +118,11 @@ class HeldOut:
             backend,
             evals={split: task.eval_set(split, t.eval_n) for split in task.eval_splits},
             mc={name: task.mc_items(name) for name in task.retention_tasks},
-            drift_examples=task.sft_examples(random.Random(DRIFT_SEED), t.drift_n),
+            drift_prompts=[p for p, _ in task.sft_examples(random.Random(DRIFT_SEED), t.drift_n)],
             base_states=[],
         )
         held.base_states = held.policy_states(model)
         return held
-
-    @property
-    def drift_prompts(self) -> list[str]:
-        return [p for p, _ in self.drift_examples]
 
     def demo_states(self, style: str) -> list[str]:
         """Prefix states of SFT demonstrations (in `style`) on the drift prompts (fixed, off-policy)."""

@@ -21,16 +21,11 @@ from repro.models import load_policy
 from repro.rollout import HFGenerateBackend
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import HeldOut, need, save_checkpoint, seed_all
+from repro.trainers.common import HeldOut, save_checkpoint, seed_all, validate_eval
 
 
 def validate(cfg: DictConfig) -> None:
-    t = cfg.trainer
-    need(t, "max_new_tokens", t.max_new_tokens >= 1, "must be >= 1")
-    need(t, "eval_n", t.eval_n >= 1, "must be >= 1")
-    need(t, "drift_n", t.drift_n >= 2, "must be >= 2 (MMD needs two states per side)")
-    need(t, "drift_every", t.drift_every >= 1, "must be >= 1")
-    need(t, "threads", t.threads >= 1, "must be >= 1")
+    validate_eval(cfg.trainer)
     build_task(cfg.task)
 
 

@@ -27,38 +27,30 @@ from repro.registry import UnknownNameError
 from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_entropy, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import HeldOut
+from repro.trainers.common import HeldOut, need, validate_common
 
 
 def validate(cfg: DictConfig) -> None:
     """Cheap checks of every key the trainer uses; raises ConfigError naming the key."""
     t = cfg.trainer
-
-    def need(key: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"trainer.{key} {what}, got {t.get(key)!r}")
-
+    validate_common(t)  # lr, grad_clip, eval_every and the evaluator's keys
     need(
-        "group_size", t.group_size >= 2, "must be >= 2 (group-relative advantages need 2+ samples per prompt)"
+        t,
+        "group_size",
+        t.group_size >= 2,
+        "must be >= 2 (group-relative advantages need 2+ samples per prompt)",
     )
-    need("prompts_per_step", t.prompts_per_step >= 1, "must be >= 1")
-    need("steps", t.steps >= 0, "must be >= 0")
+    need(t, "prompts_per_step", t.prompts_per_step >= 1, "must be >= 1")
+    need(t, "steps", t.steps >= 0, "must be >= 0")
     need(
+        t,
         "minibatches",
         1 <= t.minibatches <= t.prompts_per_step * t.group_size,
         "must be in [1, prompts*group]",
     )
-    need("epochs", t.epochs >= 1, "must be >= 1")
-    need("lr", t.lr > 0, "must be > 0")
-    need("temperature", t.temperature > 0, "must be > 0")
-    need("max_new_tokens", t.max_new_tokens >= 1, "must be >= 1")
-    need("eval_every", t.eval_every >= 1, "must be >= 1")
-    need("eval_n", t.eval_n >= 1, "must be >= 1")
-    need("drift_n", t.drift_n >= 2, "must be >= 2 (MMD needs two states per side)")
-    need("drift_every", t.drift_every >= 1, "must be >= 1")
-    need("grad_clip", t.grad_clip > 0, "must be > 0")
-    need("threads", t.threads >= 1, "must be >= 1")
-    need("dynamic_sampling_rounds", t.dynamic_sampling_rounds >= 1, "must be >= 1")
+    need(t, "epochs", t.epochs >= 1, "must be >= 1")
+    need(t, "temperature", t.temperature > 0, "must be > 0")
+    need(t, "dynamic_sampling_rounds", t.dynamic_sampling_rounds >= 1, "must be >= 1")
     build_task(cfg.task)
     # Unknown stage names and bad stage kwargs fail here, on a 2x3 dummy batch, not mid-run.
     stages = [
