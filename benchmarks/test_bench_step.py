@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro import cli
+from repro import config
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend
 from repro.tasks.arith import ArithWorld
@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("arm", ["dapo", "dapo_nsr", "gspo"])
 def test_micro_step(benchmark, arm, tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path))
-    search_dir = cli.prepare_environment(ROOT)
+    config.prepare_environment(ROOT)
     overrides = [f"experiment=clipping_bottleneck/{arm}", "model.pretrain.steps=0"]
     overrides.append("trainer.dynamic_sampling=false")  # one generation round: a fixed amount of work
-    with cli.hydra_app() as hydra:
-        cfg = cli.compose(hydra, cli.with_searchpath(overrides, search_dir))
+    with config.hydra_app() as hydra:
+        cfg = config.compose(hydra, overrides)
     torch.set_num_threads(1)
     model, tok = load_policy(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)

@@ -3,8 +3,8 @@
 An arm declares its upstream stages in config, by role:
 
     stages:
-      teacher: states_not_tokens/stress_sft   # trainer.teacher := that arm's final checkpoint
-      init: states_not_tokens/mild_sft       # model := that arm's checkpoint (start from it)
+      teacher: <paper>/<sft arm>     # trainer.teacher := that arm's final checkpoint
+      init: <paper>/<arm>            # model := that arm's checkpoint (start from it)
 
 The upstream arm is composed with the same seed and the same non-trainer overrides (scale, task,
 model, ...) as the run that needs it, so `repro reproduce <paper> scale=tiny` chains tiny stages.
@@ -15,19 +15,26 @@ stage wait for one another instead of training it twice.
 
     stages = plan(cfg, overrides)        # cheap: compose upstream configs, locate their outputs
     cfg = apply(cfg, stages)             # trainer.teacher / model point at those outputs
-    ensure(stages)                       # run the missing ones (raises StageError if one fails)
+    ensure(stages, run_one)              # run the missing ones (raises StageError if one fails)
+
+The runner is passed in (`ensure(stages, runner.run_one)`): this module sits below the runner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from repro.config import compose_once
+from repro.provenance import checkpoint_dir
 from repro.errors import ConfigError
 from repro.locking import file_lock
+
+log = logging.getLogger(__name__)
 
 ROLES = ("teacher", "init")
 # Overrides that belong to the downstream run only: its arm, its seed, its own trainer settings.
@@ -62,24 +69,8 @@ def inherited(overrides: Sequence[str] | None) -> list[str]:
     return keep
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra.core.global_hydra import GlobalHydra
-
-    from repro import cli
-
-    search_dir = cli.prepare_environment()
-    full = cli.with_searchpath(overrides, search_dir)
-    gh = GlobalHydra.instance()
-    if gh.is_initialized() and getattr(gh, "hydra", None) is not None:  # inside a Hydra job
-        return cli.compose(gh.hydra, full)
-    with cli.hydra_app() as hydra:
-        return cli.compose(hydra, full)
-
-
 def plan(cfg: DictConfig, overrides: Sequence[str] | None, _depth: int = 0) -> list[Stage]:
     """The upstream stages `cfg.stages` declares, composed and located (nothing runs)."""
-    from repro.trainers.common import checkpoint_dir
-
     declared = OmegaConf.select(cfg, "stages")
     declared = {} if declared is None else declared
     if not isinstance(declared, DictConfig | dict):
@@ -98,7 +89,9 @@ def plan(cfg: DictConfig, overrides: Sequence[str] | None, _depth: int = 0) -> l
             raise ConfigError(f"stages.{role}: {experiment} cannot be its own upstream stage")
         up_overrides = [f"experiment={experiment}", f"seed={cfg.seed}", *inherited(overrides)]
         try:
-            up = _compose(up_overrides)
+            up = compose_once(*up_overrides)
+        except ConfigError as exc:  # a bad arm file or value upstream
+            raise ConfigError(f"stages.{role}: {experiment}: {exc}") from None
         except Exception as exc:  # e.g. a missing arm file: Hydra lists what it looked for
             raise ConfigError(f"stages.{role}: cannot compose {experiment}: {exc}") from None
         plan(up, up_overrides, _depth + 1)  # validate its own chain (and catch cycles)
@@ -120,17 +113,16 @@ def apply(cfg: DictConfig, stages: Sequence[Stage]) -> DictConfig:
     return cfg
 
 
-def ensure(stages: Sequence[Stage]) -> None:
-    """Run every stage whose output is missing (a tracked, recorded run of its arm); reuse the rest."""
-    from repro import runner
-
+def ensure(stages: Sequence[Stage], run_one: Callable[..., dict | None]) -> None:
+    """Run every stage whose output is missing with `run_one(cfg, overrides=...)` (a tracked,
+    recorded run of its arm); reuse the rest."""
     for st in stages:
         with file_lock(st.output.with_name(st.output.name + ".lock")):
             if st.done:
-                runner.log.info("stage %s: reusing %s", st.experiment, st.output)
+                log.info("stage %s: reusing %s", st.experiment, st.output)
                 continue
-            runner.log.info("stage %s: no output at %s, running it first", st.experiment, st.output)
-            result = runner.run_one(st.cfg, overrides=list(st.overrides))
+            log.info("stage %s: no output at %s, running it first", st.experiment, st.output)
+            result = run_one(st.cfg, overrides=list(st.overrides))
             if result is None or not st.done:
                 raise StageError(
                     f"upstream stage {st.experiment} (seed {st.cfg.seed}) failed or saved no checkpoint "

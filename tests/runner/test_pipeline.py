@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from repro import cli
+from repro import launch
 from repro.cli import main
 from repro.errors import ConfigError
 
@@ -113,7 +113,7 @@ def test_reproduce_runs_upstream_arms_in_an_earlier_wave(chain_root, capsys):
 
 
 def test_waves_order_and_cycles():
-    assert cli.waves(["c", "b", "a"], {"c": ["b"], "b": ["a"]}) == [["a"], ["b"], ["c"]]
-    assert cli.waves(["x", "y"], {}) == [["x", "y"]]
+    assert launch.waves(["c", "b", "a"], {"c": ["b"], "b": ["a"]}) == [["a"], ["b"], ["c"]]
+    assert launch.waves(["x", "y"], {}) == [["x", "y"]]
     with pytest.raises(ConfigError, match="cycle"):
-        cli.waves(["a", "b"], {"a": ["b"], "b": ["a"]})
+        launch.waves(["a", "b"], {"a": ["b"], "b": ["a"]})

@@ -1,0 +1,53 @@
+"""The config layer: where things are, Hydra composition, typed validation, suites.
+
+Imports only errors/registry below it; pipeline, runner, launch and cli build on it.
+"""
+
+from repro.config.compose import (
+    CONFIG_NAME,
+    EVAL_CONFIG_NAME,
+    compose,
+    compose_eval,
+    compose_once,
+    compose_raw,
+    finalize,
+    hydra_app,
+    import_paper_modules,
+)
+from repro.config.env import (
+    CONF_DIR,
+    SUITE_FILE,
+    check_slug,
+    find_root,
+    package_arms,
+    package_dir,
+    packages,
+    prepare_environment,
+    split_experiment,
+    with_searchpath,
+)
+from repro.config.suite import Suite, load_suite
+
+__all__ = [
+    "CONFIG_NAME",
+    "CONF_DIR",
+    "EVAL_CONFIG_NAME",
+    "SUITE_FILE",
+    "Suite",
+    "check_slug",
+    "compose",
+    "compose_eval",
+    "compose_once",
+    "compose_raw",
+    "finalize",
+    "find_root",
+    "hydra_app",
+    "import_paper_modules",
+    "load_suite",
+    "package_arms",
+    "package_dir",
+    "packages",
+    "prepare_environment",
+    "split_experiment",
+    "with_searchpath",
+]

@@ -1,0 +1,177 @@
+"""Hydra composition: the job config `repro run <overrides>` sees, identified and validated.
+
+    with hydra_app() as hydra:
+        cfg = compose(hydra, overrides)        # Hydra compose + finalize
+    cfg = finalize(cfg, choices, overrides)    # what every job does with Hydra's config
+
+`finalize` derives `paper` and `arm` from the experiment's path (`experiment=<paper>/<arm>`),
+merges the paper's own scale file (`experiments/<paper>/scales/<scale>.yaml`, where a scale must
+differ for that paper), imports the paper package's Python modules (its registered functions), and validates everything
+(`repro.config.schema`, the task's own checks, the stage functions on a dummy batch) before any
+model is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from repro.config import schema
+from repro.config.env import CONF_DIR, find_root, prepare_environment, split_experiment, with_searchpath
+from repro.errors import ConfigError
+from repro.registry import UnknownNameError
+
+CONFIG_NAME = "config"
+EVAL_CONFIG_NAME = "evaluate"
+
+
+@contextlib.contextmanager
+def hydra_app() -> Iterator[Any]:
+    """A Hydra instance on repro/conf (what hydra.main builds), cleared afterwards."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(
+        task_name="repro", config_search_path=create_config_search_path(str(CONF_DIR))
+    )
+    try:
+        yield hydra
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose_raw(hydra: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME) -> tuple[DictConfig, dict]:
+    """Hydra's job config for `overrides` (no `hydra` node) and its group choices."""
+    from hydra.types import RunMode
+
+    cfg = hydra.compose_config(config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def compose(hydra: Any, overrides: Sequence[str], validate: bool = True) -> DictConfig:
+    """The finalized job config for `overrides` (the search path is added here)."""
+    search_dir = prepare_environment()
+    cfg, choices = compose_raw(hydra, with_searchpath(overrides, search_dir))
+    return finalize(cfg, choices, overrides, validate=validate)
+
+
+def compose_once(*overrides: str, validate: bool = True) -> DictConfig:
+    """`compose` in a Hydra instance of its own, or in the running one (inside a Hydra job)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    gh = GlobalHydra.instance()
+    if gh.is_initialized() and getattr(gh, "hydra", None) is not None:
+        return compose(gh.hydra, overrides, validate=validate)
+    with hydra_app() as hydra:
+        return compose(hydra, overrides, validate=validate)
+
+
+def compose_eval(hydra: Any, overrides: Sequence[str]) -> DictConfig:
+    """The `repro eval` config (repro/conf/evaluate.yaml)."""
+    prepare_environment()
+    return compose_raw(hydra, overrides, EVAL_CONFIG_NAME)[0]
+
+
+def finalize(
+    cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str] | None, validate: bool = True
+) -> DictConfig:
+    """Set paper/arm from the experiment path, import the paper's modules, validate (ConfigError)."""
+    overrides = list(overrides or [])
+    root = Path(str(OmegaConf.select(cfg, "paths.root", default=None) or find_root()))
+    for key in ("paper", "arm"):
+        if cfg.get(key) is not None:
+            where = schema.source_of(key, choices, overrides, root)
+            raise ConfigError(
+                f"{key}: derived from the experiment's path (experiment=<paper>/<arm>), not set "
+                f"(in {where}); remove it"
+            )
+    experiment = choices.get("experiment")
+    with open_dict(cfg):
+        if experiment:
+            cfg.paper, cfg.arm = split_experiment(root, experiment)
+    scale_file = paper_scale_file(root, cfg.paper, choices.get("scale"))
+    if scale_file is not None:
+        cfg = apply_paper_scale(cfg, scale_file)
+    if validate:
+        import_paper_modules(root, cfg.paper)
+        schema.validate(cfg, choices, overrides)
+        check_semantics(cfg)
+    return cfg
+
+
+def paper_scale_file(root: Path, paper: str | None, scale: str | None) -> Path | None:
+    """`experiments/<paper>/scales/<scale>.yaml`: what a paper's arms change at that scale (merged
+    after the arm file), when the package has one."""
+    if not paper or not scale:
+        return None
+    path = Path(root) / "experiments" / paper / "scales" / f"{scale}.yaml"
+    return path if path.exists() else None
+
+
+def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
+    """Merge the sections of a paper's scale file that apply to this arm: `all` (every arm), then
+    the arm's trainer name (e.g. `sft:` for the SFT arms), each a config delta."""
+    delta = OmegaConf.load(path)
+    sections = ["all", str(OmegaConf.select(cfg, "trainer.name"))]
+    for key in delta:
+        if not isinstance(key, str) or not (key == "all" or key.isidentifier()):
+            raise ConfigError(f"{path}: {key!r}: expected `all` or a trainer name as a top-level key")
+    for section in sections:
+        if section in delta:
+            cfg = OmegaConf.merge(cfg, delta[section])
+    return cfg
+
+
+def check_semantics(cfg: DictConfig) -> None:
+    """Checks beyond types: the task's own value checks, stage functions on a dummy batch."""
+    from repro.algos import check_stages
+    from repro.tasks import build_task
+
+    build_task(cfg.task)
+    try:
+        check_stages(cfg)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def import_paper_modules(root: str | Path, paper: str | None) -> None:
+    """Import `experiments/<paper>/` Python files (a paper's registered functions), as package
+    `experiments.<paper>`. Each job process imports them itself, so registrations reach parallel
+    workers too. Importing twice is a no-op."""
+    if not paper:
+        return
+    pkg_dir = Path(root) / "experiments" / paper
+    if not pkg_dir.is_dir() or not any(pkg_dir.glob("*.py")):
+        return
+    name = f"experiments.{paper}"
+    if name not in sys.modules:
+        init = pkg_dir / "__init__.py"
+        if init.exists():
+            spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(pkg_dir)])
+        else:  # no __init__.py: a bare package holding the paper's modules
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(pkg_dir)]
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            if spec.loader is not None:
+                spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    for py in sorted(pkg_dir.glob("*.py")):
+        if py.stem != "__init__":
+            importlib.import_module(f"{name}.{py.stem}")
