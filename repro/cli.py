@@ -529,7 +529,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     prepare_environment()
     with hydra_app() as hydra:
         cfg = compose(hydra, ns.overrides, config_name=EVAL_CONFIG_NAME)
-    from repro.eval_run import run_eval
+    from repro.eval.run import run_eval
 
     record, path = run_eval(cfg, ns.overrides)
     print(f"{'metric':<44} {'value':>8}")

@@ -17,16 +17,25 @@ def compose(*overrides: str):
         return cli.compose(hydra, cli.with_searchpath(list(overrides), search_dir))
 
 
+class CurveLogger:
+    """The trainers' Logger in tests: keeps {metric: [(step, value), ...]} and shows no progress."""
+
+    def __init__(self) -> None:
+        self.curves: dict[str, list[tuple[int, float]]] = {}
+
+    def __call__(self, metrics, step):
+        for k, v in metrics.items():
+            self.curves.setdefault(k, []).append((step, v))
+
+    def progress(self, step, total, **fields):
+        pass
+
+
 def train(cfg):
     """Run the configured trainer; returns (final metrics, {metric: [(step, value), ...]})."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-
-    def log(metrics, step):
-        for k, v in metrics.items():
-            curves.setdefault(k, []).append((step, v))
-
+    log = CurveLogger()
     final = TRAINERS[cfg.trainer.name].train(cfg, log)
-    return final, curves
+    return final, log.curves
 
 
 def train_chain(cfg, overrides):

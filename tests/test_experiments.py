@@ -102,8 +102,8 @@ TRAINER_GOLDEN = {
 
 @pytest.mark.parametrize("trainer", sorted(TRAINER_GOLDEN))
 def test_golden_numbers_trainer(trainer):
-    """Per-step loss/grad-norm and final eval metrics of a tiny sft / opd / offline_distill run. Re-record only on
-    purpose: REPRO_RECORD_GOLDEN=1 pytest tests/test_experiments.py -k golden"""
+    """Per-step loss/grad-norm and final eval metrics of a tiny sft / opd / offline_distill run.
+    Re-record only on purpose: REPRO_RECORD_GOLDEN=1 pytest tests/test_experiments.py -k golden"""
     path = GOLDEN.parent / f"tiny_{trainer}.json"
     final, curves = train(compose(*TRAINER_GOLDEN[trainer]))
     got = {k: [v for _, v in curves[k]] for k in ("train/loss", "train/grad_norm")}
