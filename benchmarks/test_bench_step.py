@@ -17,7 +17,7 @@ from repro import config
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend
 from repro.tasks.arith import ArithWorld
-from repro.trainers.grpo import update
+from repro.trainers.grpo import Learner, update
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,4 +35,5 @@ def test_micro_step(benchmark, arm, tmp_path, monkeypatch):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
     world, rng, gen = ArithWorld.from_cfg(cfg.task), random.Random(0), torch.Generator().manual_seed(0)
     backend = HFGenerateBackend(tok)
-    benchmark.pedantic(update, args=(cfg, world, model, backend, opt, rng, gen, 1), rounds=3, iterations=1)
+    learner = Learner(cfg, world, model, backend, opt, rng, gen)
+    benchmark.pedantic(update, args=(learner, 1), rounds=3, iterations=1)

@@ -85,7 +85,9 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds: expected integers in [0, 2^31), got {ns.seeds!r}")
     arms = ns.arms.split(",") if ns.arms else None
     if ns.slug == "all":
-        slugs = [s for s in config.packages(root) if (config.package_dir(root, s) / config.SUITE_FILE).exists()]
+        slugs = [
+            s for s in config.packages(root) if (config.package_dir(root, s) / config.SUITE_FILE).exists()
+        ]
         if not slugs:
             raise ConfigError(f"no paper package with a {config.SUITE_FILE} in {root / 'experiments'}")
         if arms:
@@ -146,7 +148,10 @@ def cmd_list(ns: argparse.Namespace) -> int:
         if suite_path.exists():
             suite = yaml.safe_load(suite_path.read_text()) or {}
             arms, seeds = suite.get("arms") or [], suite.get("seeds") or []
-            print(f"  suite: {len(arms)} arms x seeds {seeds}, jobs {suite.get('jobs', 1)}: repro reproduce {slug}")
+            print(
+                f"  suite: {len(arms)} arms x seeds {seeds}, jobs {suite.get('jobs', 1)}: "
+                f"repro reproduce {slug}"
+            )
     return 0
 
 
@@ -155,7 +160,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     `<results_dir>/eval/<model>/<timestamp>.json`."""
     with config.hydra_app() as hydra:
         cfg = config.compose_eval(hydra, ns.overrides)
-    from repro.eval_run import run_eval
+    from repro.eval.run import run_eval
 
     record, path = run_eval(cfg, ns.overrides)
     print(f"{'metric':<44} {'value':>8}")
@@ -192,7 +197,9 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     r.add_argument("--seeds", help="comma-separated seeds instead of the suite's, e.g. 1,2")
     r.add_argument("--jobs", type=_positive, help="parallel jobs instead of the suite's")
     r.add_argument("--arms", help="comma-separated subset of the suite's arms")
-    r.add_argument("--dry-run", action="store_true", help="validate every arm and print the plan; run nothing")
+    r.add_argument(
+        "--dry-run", action="store_true", help="validate every arm and print the plan; run nothing"
+    )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")
     t.add_argument("--force", action="store_true", help="overwrite a table that counted more runs")
@@ -204,7 +211,13 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e}
 
 
-COMMANDS = {"reproduce": cmd_reproduce, "tables": cmd_tables, "ui": cmd_ui, "list": cmd_list, "eval": cmd_eval}
+COMMANDS = {
+    "reproduce": cmd_reproduce,
+    "tables": cmd_tables,
+    "ui": cmd_ui,
+    "list": cmd_list,
+    "eval": cmd_eval,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command != "run" and command not in COMMANDS:
-        print(f"repro: error: unknown command '{command}'; commands: run, {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"repro: error: unknown command '{command}'; commands: run, {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         if command == "run":
@@ -254,9 +270,15 @@ def explain(exc: Exception) -> str:
     prefix = stage.group(1) if stage else ""
     if slug in config.packages(root):
         arms = ", ".join(config.package_arms(root, slug))
-        return f"{prefix}unknown experiment '{outer.group(1)}': paper '{slug}' has no arm '{arm}'; its arms: {arms}"
+        return (
+            f"{prefix}unknown experiment '{outer.group(1)}': paper '{slug}' has no arm '{arm}'; "
+            f"its arms: {arms}"
+        )
     known = ", ".join(config.packages(root)) or "(none)"
-    return f"{prefix}unknown experiment '{outer.group(1)}': no paper '{slug}' in {root / 'experiments'}; papers: {known}"
+    return (
+        f"{prefix}unknown experiment '{outer.group(1)}': no paper '{slug}' in {root / 'experiments'}; "
+        f"papers: {known}"
+    )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ def hydra_main(args: Sequence[str]) -> int:
     import hydra
 
     search_dir = config.prepare_environment()
-    app = hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name=config.CONFIG_NAME)(job)
+    app = hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name=config.CONFIG_NAME)(
+        job
+    )
     saved = sys.argv
     sys.argv = ["repro run", *config.with_searchpath(args, search_dir)]
     try:
@@ -113,7 +115,9 @@ def summary(what: str, outcomes: list[dict[str, Any]], seconds: float) -> tuple[
         tally.setdefault(o.get("status", "FAILED"), []).append(str(o.get("name")))
     n_ok, n_failed, n_config = (len(tally[k]) for k in ("FINISHED", "FAILED", "CONFIG_ERROR"))
     config_errors = f", {n_config} config errors" if n_config else ""
-    lines = [f"{what}: {len(outcomes)} runs: {n_ok} finished, {n_failed} failed{config_errors} in {seconds:.1f} s"]
+    lines = [
+        f"{what}: {len(outcomes)} runs: {n_ok} finished, {n_failed} failed{config_errors} in {seconds:.1f} s"
+    ]
     for status in ("FAILED", "CONFIG_ERROR"):
         if tally[status]:
             lines.append(f"  {status.lower().replace('_', ' ')}: {', '.join(tally[status])}")
@@ -158,11 +162,15 @@ def reproduce(
     valid = config.package_arms(root, slug)
     bad = [a for a in arms if a not in valid]
     if bad:
-        raise ConfigError(f"{suite.path}: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}")
+        raise ConfigError(
+            f"{suite.path}: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}"
+        )
     user = [*overrides]
     for override in user:
         if override.split("=", 1)[0].lstrip("+~") in ("experiment", "seed"):
-            raise ConfigError(f"reproduce sets experiment and seed itself; use --arms / --seeds, not {override}")
+            raise ConfigError(
+                f"reproduce sets experiment and seed itself; use --arms / --seeds, not {override}"
+            )
     # Parallel jobs share the cores: one torch thread per core per job, unless the user says.
     threads = max(1, (os.cpu_count() or 1) // jobs)
     user_threads = [o for o in user if o.split("=", 1)[0].lstrip("+") == "trainer.threads"]
@@ -180,7 +188,9 @@ def reproduce(
                 stages = pipeline.plan(cfg, arm_overrides)
             except (ConfigError, UnknownNameError) as exc:
                 raise ConfigError(f"{slug}/{arm}: {exc}") from None
-            needs[arm] = [st.experiment.split("/", 1)[1] for st in stages if st.experiment.startswith(f"{slug}/")]
+            needs[arm] = [
+                st.experiment.split("/", 1)[1] for st in stages if st.experiment.startswith(f"{slug}/")
+            ]
             needs[arm] = [a for a in needs[arm] if a in arms]
             cfgs[arm] = cfg
     first = cfgs[arms[0]]

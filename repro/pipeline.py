@@ -30,9 +30,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro.config import compose_once
-from repro.provenance import checkpoint_dir
 from repro.errors import ConfigError
 from repro.locking import file_lock
+from repro.provenance import checkpoint_dir
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import random
 import socket
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf

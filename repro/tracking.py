@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,11 +147,62 @@ def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+class ProgressReport:
+    """Training progress for a person watching: a rich progress bar when stdout is a terminal,
+    else (log files, sweeps) one plain line at most every `every_s` seconds and at the last step:
+
+        dapo-s1: step 12/30 reward 0.41 acc 0.37 (ETA 40 s)
+
+    The ETA extrapolates the time per step since the first report."""
+
+    def __init__(self, label: str, every_s: float = 30.0, stream: Any = None) -> None:
+        self.label = label
+        self.every_s = every_s
+        self.stream = stream
+        self._first: tuple[float, int] | None = None  # (time, step) of the first report
+        self._last_line: float | None = None
+        self._bar: Any = None  # rich.progress.Progress while a bar is shown
+        self._bar_task: Any = None
+
+    def __call__(self, step: int, total: int, **fields: float) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, step)
+        t_first, s_first = self._first
+        text = f"step {step}/{total}" + "".join(f" {k} {v:.2f}" for k, v in fields.items())
+        stream = self.stream or sys.stdout
+        if stream.isatty():
+            self._show_bar(step, total, text)
+        elif step >= total or self._last_line is None or now - self._last_line >= self.every_s:
+            if step > s_first:
+                text += f" (ETA {(now - t_first) / (step - s_first) * (total - step):.0f} s)"
+            print(f"{self.label}: {text}", file=stream, flush=True)
+            self._last_line = now
+
+    def _show_bar(self, step: int, total: int, text: str) -> None:
+        from rich.progress import Progress
+
+        if self._bar is None:
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._bar_task = self._bar.add_task(self.label, total=total)
+        self._bar.update(self._bar_task, completed=step, total=total, description=f"{self.label} {text}")
+        if step >= total:
+            self.close()
+
+    def close(self) -> None:
+        """Take the bar off the terminal (if one is shown)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
 class Run:
     """One MLflow run: params and tags up front, buffered metrics, artefacts, terminal status.
 
-    The run itself is the `Logger` handed to the trainer (`run(metrics, step)`); it also keeps every
-    curve in memory for the run record."""
+    The run itself is the `Logger` handed to the trainer: `run(metrics, step)` logs a step and keeps
+    every curve in memory for the run record; `run.progress(step, total, **fields)` shows where
+    training is (a ProgressReport labelled with the run name)."""
 
     def __init__(
         self,
@@ -160,6 +212,7 @@ class Run:
         tags: dict[str, str],
         flush_every: int = 25,
         flush_seconds: float = 15.0,
+        progress_seconds: float = 30.0,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -177,6 +230,7 @@ class Run:
         self._steps_since_flush = 0
         self._last_flush = time.monotonic()
         self.last_step: int | None = None
+        self._progress = ProgressReport(run_name, every_s=progress_seconds)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         items = [self._RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
@@ -206,6 +260,10 @@ class Run:
         ):
             self.flush()
 
+    def progress(self, step: int, total: int, **fields: float) -> None:
+        """The trainer's progress report (not logged to MLflow): see ProgressReport."""
+        self._progress(step, total, **fields)
+
     def flush(self) -> None:
         """Send buffered metrics, at most 1000 per log_batch call."""
         for chunk in _chunks(self._buffer, MAX_METRICS_PER_BATCH):
@@ -231,6 +289,7 @@ class Run:
 
     def end(self, status: str, failure_reason: str | None = None) -> None:
         """Flush what is buffered (best effort when failing) and mark the run FINISHED/FAILED/KILLED."""
+        self._progress.close()
         try:
             self.flush()
         except Exception:

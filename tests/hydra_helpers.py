@@ -10,23 +10,32 @@ from repro.trainers import TRAINERS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compose(*overrides: str):
-    """The job config `repro run <overrides>` would build, with the experiment group resolved."""
+def compose(*overrides: str, validate: bool = True):
+    """The job config `repro run <overrides>` would build (finalized; validated unless told not to)."""
     config.prepare_environment(ROOT)
     with config.hydra_app() as hydra:
-        return config.compose(hydra, list(overrides))
+        return config.compose(hydra, list(overrides), validate=validate)
+
+
+class CurveLogger:
+    """The trainers' Logger in tests: keeps {metric: [(step, value), ...]} and shows no progress."""
+
+    def __init__(self) -> None:
+        self.curves: dict[str, list[tuple[int, float]]] = {}
+
+    def __call__(self, metrics, step):
+        for k, v in metrics.items():
+            self.curves.setdefault(k, []).append((step, v))
+
+    def progress(self, step, total, **fields):
+        pass
 
 
 def train(cfg):
     """Run the configured trainer; returns (final metrics, {metric: [(step, value), ...]})."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-
-    def log(metrics, step):
-        for k, v in metrics.items():
-            curves.setdefault(k, []).append((step, v))
-
+    log = CurveLogger()
     final = TRAINERS[cfg.trainer.name].train(cfg, log)
-    return final, curves
+    return final, log.curves
 
 
 def train_chain(cfg, overrides):

@@ -1,5 +1,5 @@
 """Every experiment config composes and trains a few steps on CPU (scale=tiny); runs are
-deterministic; the GRPO trainer's golden numbers hold."""
+deterministic; the golden numbers of the GRPO, SFT and OPD trainers hold."""
 
 from __future__ import annotations
 
@@ -81,6 +81,41 @@ def test_golden_numbers():
     want = json.loads(GOLDEN.read_text())
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-3, abs=1e-5), k
+
+
+# The supervised and distillation trainers' tiny runs: per-step loss and grad norm, and the final
+# evaluation (target accuracy, retention, drift). The distillation teacher is the student's own
+# start (trainer.teacher=null), so no upstream run is needed; the continuation loss is still
+# non-zero, and a large lr moves the student far enough for its drift metrics to leave zero.
+TRAINER_GOLDEN = {
+    "sft": ["trainer=sft", "scale=tiny", "seed=1"],
+    "opd": ["trainer=opd", "scale=tiny", "seed=1", "trainer.teacher=null", "trainer.lr=1e-2"],
+    "offline_distill": [
+        "trainer=offline_distill",
+        "scale=tiny",
+        "seed=1",
+        "trainer.teacher=null",
+        "trainer.lr=1e-2",
+    ],
+}
+
+
+@pytest.mark.parametrize("trainer", sorted(TRAINER_GOLDEN))
+def test_golden_numbers_trainer(trainer):
+    """Per-step loss/grad-norm and final eval metrics of a tiny sft / opd / offline_distill run.
+    Re-record only on purpose: REPRO_RECORD_GOLDEN=1 pytest tests/test_experiments.py -k golden"""
+    path = GOLDEN.parent / f"tiny_{trainer}.json"
+    final, curves = train(compose(*TRAINER_GOLDEN[trainer]))
+    got = {k: [v for _, v in curves[k]] for k in ("train/loss", "train/grad_norm")}
+    got["final"] = {k: v for k, v in sorted(final.items()) if k != "train/seconds"}
+    if os.environ.get("REPRO_RECORD_GOLDEN"):
+        path.write_text(json.dumps(got, indent=1) + "\n")
+    want = json.loads(path.read_text())
+    assert got.keys() == want.keys() and got["final"].keys() == want["final"].keys()
+    for k in ("train/loss", "train/grad_norm"):
+        assert got[k] == pytest.approx(want[k], rel=1e-3, abs=1e-5), k
+    for k, v in want["final"].items():
+        assert got["final"][k] == pytest.approx(v, rel=1e-3, abs=1e-5, nan_ok=True), k
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "repro"
-LAYERS = ["repro.errors", "repro.registry", "repro.config", "repro.pipeline", "repro.runner", "repro.launch", "repro.cli"]
+LAYERS = [
+    "repro.errors",
+    "repro.registry",
+    "repro.config",
+    "repro.pipeline",
+    "repro.runner",
+    "repro.launch",
+    "repro.cli",
+]
 
 
 def module_name(path: Path) -> str:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from repro.errors import ConfigError
-from repro.evaluation import mc_accuracy, mc_scores
+from repro.eval.micro import mc_accuracy, mc_scores
 from repro.models.micro import build_model, build_tokenizer
 from repro.tasks.arith import ArithWorld, extract_answer, verify
 

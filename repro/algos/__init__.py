@@ -5,8 +5,16 @@
 plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers.
 
 Importing this package registers every built-in function; papers add theirs with the
-`register` decorators (e.g. `@OBJECTIVES.register("my_loss")`).
+`register` decorators (e.g. `@OBJECTIVES.register("my_loss")`). `check_stages(cfg)` checks, before
+any compute, that the functions a config picks exist and accept its kwargs.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from omegaconf import DictConfig
 
 from repro.algos import advantages, aggregation, distill, is_weights, objectives, rewards  # noqa: F401  (registers)
 from repro.algos.advantages import ADVANTAGES
@@ -15,5 +23,55 @@ from repro.algos.distill import DISTILL_LOSSES
 from repro.algos.is_weights import IS_WEIGHTS
 from repro.algos.objectives import OBJECTIVES, RESCUES
 from repro.algos.rewards import REWARDS
+from repro.errors import ConfigError
+from repro.registry import UnknownNameError
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "DISTILL_LOSSES", "IS_WEIGHTS", "OBJECTIVES", "RESCUES", "REWARDS"]
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "DISTILL_LOSSES",
+    "IS_WEIGHTS",
+    "OBJECTIVES",
+    "PG_STAGES",
+    "RESCUES",
+    "REWARDS",
+    "check_stages",
+]
+
+PG_STAGES = ("reward", "advantage", "is_weight", "objective", "agg")
+"""The stages of the policy-gradient step; "loss" (trainer.loss, a DISTILL_LOSSES name) is the
+distillation trainers' one."""
+_REGISTRIES = {"advantage": ADVANTAGES, "is_weight": IS_WEIGHTS, "objective": OBJECTIVES, "agg": AGGREGATIONS}
+
+
+def check_stages(cfg: DictConfig, stages: Iterable[str] = PG_STAGES) -> None:
+    """Raise ConfigError naming the key if a stage the config picks (cfg.reward[i], cfg.advantage,
+    cfg.is_weight, cfg.objective, cfg.agg; "loss": cfg.trainer.loss) is not registered, or if a
+    stage rejects its kwargs on a 2x3 dummy batch: bad settings fail here, not mid-run."""
+    stages = tuple(stages)
+    picked = []  # (config key, registry, name)
+    if "reward" in stages:
+        picked += [(f"reward[{i}].name", REWARDS, r.name) for i, r in enumerate(cfg.reward)]
+    picked += [(f"{s}.name", reg, cfg[s].name) for s, reg in _REGISTRIES.items() if s in stages]
+    if "loss" in stages:
+        picked.append(("trainer.loss", DISTILL_LOSSES, cfg.trainer.loss))
+    for key, reg, name in picked:
+        try:
+            reg[name]
+        except UnknownNameError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    logp, mask = torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)  # (B, T)
+    loss_mat = torch.zeros(2, 3)  # (B, T)
+    try:
+        if "advantage" in stages:
+            rewards, group = torch.tensor([[0.0], [1.0]]), torch.tensor([0, 0])  # (B, K), (B,)
+            ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)
+        if "is_weight" in stages:
+            IS_WEIGHTS[cfg.is_weight.name](logp, logp, mask, **cfg.is_weight.kw)
+        if "objective" in stages:
+            loss_mat, _ = OBJECTIVES[cfg.objective.name](logp, logp, torch.ones(2), mask, **cfg.objective.kw)
+        if "agg" in stages:
+            AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+    except (TypeError, ValueError) as e:
+        keys = ", ".join(f"{s}.kw" for s in stages if s in _REGISTRIES or s == "reward")
+        raise ConfigError(f"{keys}: bad settings: {e}") from None

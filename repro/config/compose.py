@@ -6,9 +6,9 @@
 
 `finalize` derives `paper` and `arm` from the experiment's path (`experiment=<paper>/<arm>`),
 merges the paper's own scale file (`experiments/<paper>/scales/<scale>.yaml`, where a scale must
-differ for that paper), imports the paper package's Python modules (its registered functions), and validates everything
-(`repro.config.schema`, the task's own checks, the stage functions on a dummy batch) before any
-model is built.
+differ for that paper), imports the paper package's Python modules (its registered functions), and
+validates everything (`repro.config.schema`, the task's own checks, the stage functions the trainer
+reads on a dummy batch, the teacher checkpoint) before any model is built.
 """
 
 from __future__ import annotations
@@ -50,11 +50,15 @@ def hydra_app() -> Iterator[Any]:
         GlobalHydra.instance().clear()
 
 
-def compose_raw(hydra: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME) -> tuple[DictConfig, dict]:
+def compose_raw(
+    hydra: Any, overrides: Sequence[str], config_name: str = CONFIG_NAME
+) -> tuple[DictConfig, dict]:
     """Hydra's job config for `overrides` (no `hydra` node) and its group choices."""
     from hydra.types import RunMode
 
-    cfg = hydra.compose_config(config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False)
+    cfg = hydra.compose_config(
+        config_name, list(overrides), run_mode=RunMode.RUN, with_log_configuration=False
+    )
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -108,7 +112,7 @@ def finalize(
     if validate:
         import_paper_modules(root, cfg.paper)
         schema.validate(cfg, choices, overrides)
-        check_semantics(cfg)
+        check_semantics(cfg, choices, overrides)
     return cfg
 
 
@@ -135,16 +139,26 @@ def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
     return cfg
 
 
-def check_semantics(cfg: DictConfig) -> None:
-    """Checks beyond types: the task's own value checks, stage functions on a dummy batch."""
+def check_semantics(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str]) -> None:
+    """Checks beyond types: the task's own value checks, the stage functions the trainer reads
+    (on a dummy batch), and that a teacher checkpoint exists unless a stage trains it first."""
     from repro.algos import check_stages
+    from repro.config.trainer_schemas import TRAINER_CONFIGS
     from repro.tasks import build_task
 
     build_task(cfg.task)
-    try:
-        check_stages(cfg)
-    except UnknownNameError as exc:
-        raise ConfigError(str(exc)) from None
+    root = Path(str(OmegaConf.select(cfg, "paths.root")))
+    for stage in getattr(TRAINER_CONFIGS[cfg.trainer.name], "stages", ()):
+        try:
+            check_stages(cfg, stages=[stage])
+        except (ConfigError, UnknownNameError) as exc:
+            key = "trainer.loss" if stage == "loss" else stage
+            where = schema.source_of(key, choices, overrides, root)
+            raise ConfigError(f"{exc} (in {where})") from None
+    teacher = OmegaConf.select(cfg, "trainer.teacher")
+    pending = "teacher" in (OmegaConf.select(cfg, "stages") or {})
+    if isinstance(teacher, str) and not pending and not (Path(teacher) / "config.json").exists():
+        raise ConfigError(f"trainer.teacher: no checkpoint (config.json) in {teacher!r}")
 
 
 def import_paper_modules(root: str | Path, paper: str | None) -> None:
@@ -160,7 +174,9 @@ def import_paper_modules(root: str | Path, paper: str | None) -> None:
     if name not in sys.modules:
         init = pkg_dir / "__init__.py"
         if init.exists():
-            spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(pkg_dir)])
+            spec = importlib.util.spec_from_file_location(
+                name, init, submodule_search_locations=[str(pkg_dir)]
+            )
         else:  # no __init__.py: a bare package holding the paper's modules
             spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
             spec.submodule_search_locations = [str(pkg_dir)]

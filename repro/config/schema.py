@@ -112,7 +112,7 @@ class Root(Strict):
     paper: str | None = Field(description="derived from the experiment path, never typed")
     arm: str | None = Field(description="derived from the experiment path, never typed")
     seed: int = Field(ge=0, le=MAX_SEED)
-    stages: dict[Literal["teacher", "init"], str]
+    stages: dict[str, str] = Field(description="upstream runs by role (repro.pipeline checks the roles)")
     reward: list[StageFn] = Field(min_length=1)
     advantage: StageFn
     is_weight: StageFn
@@ -162,8 +162,9 @@ def source_of(key: str, choices: Mapping[str, Any], overrides: Sequence[str], ro
     """Where `key` (dotted, maybe with [i]) was set: an override, an arm file, a group file."""
     parts = key.split("[", 1)[0].split(".")
     for o in overrides:
-        okey = o.split("=", 1)[0].lstrip("+~")
-        if okey.split(".") == parts[: len(okey.split("."))] or okey == parts[0]:
+        okey = o.split("=", 1)[0].lstrip("+~").split(".")
+        n = min(len(okey), len(parts))
+        if okey[:n] == parts[:n]:  # the override sets the key, a node above it, or a key inside it
             return f"command-line override '{o}'"
     rel = lambda p: str(p.relative_to(root)) if p.is_relative_to(root) else str(p)  # noqa: E731
     experiment = choices.get("experiment")
@@ -234,5 +235,7 @@ def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[st
     check(Root, data, "", choices, overrides, root)
     name = data["trainer"].get("name")
     if name not in TRAINER_CONFIGS:
-        raise _fail("trainer.name", f"unknown trainer {name!r}", choices, overrides, root, sorted(TRAINER_CONFIGS))
+        raise _fail(
+            "trainer.name", f"unknown trainer {name!r}", choices, overrides, root, sorted(TRAINER_CONFIGS)
+        )
     check(TRAINER_CONFIGS[name], data["trainer"], "trainer", choices, overrides, root)

@@ -1,8 +1,8 @@
 """`experiments/<slug>/suite.yaml`: what `repro reproduce <slug>` runs.
 
-    arms: [grpo, dapo, ...]    # arm files of the package
-    seeds: [1, 2, 3]           # every arm runs every seed
-    jobs: 2                    # parallel jobs (default 1)
+arms: [grpo, dapo, ...]    # arm files of the package
+seeds: [1, 2, 3]           # every arm runs every seed
+jobs: 2                    # parallel jobs (default 1)
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def load_suite(root: Path, slug: str) -> Suite:
         )
     path = package_dir(root, slug) / SUITE_FILE
     if not path.exists():
-        raise ConfigError(f"paper '{slug}' has no {path}; it should hold {{arms: [...], seeds: [...], jobs: N}}")
+        raise ConfigError(
+            f"paper '{slug}' has no {path}; it should hold {{arms: [...], seeds: [...], jobs: N}}"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -52,5 +54,7 @@ def load_suite(root: Path, slug: str) -> Suite:
     valid = package_arms(root, slug)
     bad = [a for a in suite.arms if a not in valid]
     if bad:
-        raise ConfigError(f"{path}: arms: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}")
+        raise ConfigError(
+            f"{path}: arms: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}"
+        )
     return suite

@@ -97,9 +97,9 @@ def arm_table(root: Path, slug: str) -> str:
     ]
     for f in files:
         arm = f.stem
-        values = "<br>".join(
-            f"`{k}: {v}`" + (f" ({c})" if c else "") for k, v, c in arm_values(f)
-        ).replace("|", "\\|")
+        values = "<br>".join(f"`{k}: {v}`" + (f" ({c})" if c else "") for k, v, c in arm_values(f)).replace(
+            "|", "\\|"
+        )
         seed_text = ", ".join(map(str, seeds)) if arm in in_suite else "not in suite"
         lines.append(
             f"| `{arm}` | {f'`{parents[arm]}`' if parents[arm] else '—'} | {trainer_of(arm)} | "

@@ -22,7 +22,7 @@ TASK_KINDS = ("arith", "gsm8k")
 
 
 class Task(Protocol):
-    """What the trainers need from a task (repro/trainers/common.py, sft, distill, grpo)."""
+    """What the trainers need from a task (repro/eval/micro.py HeldOut; the trainers in repro/trainers)."""
 
     eval_splits: tuple[str, ...]  # held-out target splits: metrics eval/<split>/{greedy,sample}_acc
     retention_tasks: tuple[str, ...]  # MC tasks: metrics eval/retention/<name>_acc

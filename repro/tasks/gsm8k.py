@@ -11,13 +11,13 @@
 - verify: the completion is cut at the first stop string ("Question:" etc.: the model starting the
   next problem), then the number after `####`, else the last number (lm-eval's strict and flexible
   extraction), compared after lm-eval's normalisation (commas, $, final period) with the gold.
-- Retention items (repro.tasks.arith.MCItem, scored by repro.evaluation.mc_accuracy):
+- Retention items (repro.tasks.arith.MCItem, scored by repro.eval.micro.mc_accuracy):
   `mmlu`: 0-shot, lm-eval's prompt (question, lettered choices, "Answer:"), choices "A".."D";
   the first `mmlu_n` items taken round-robin over `mmlu_subjects` (null: every subject found).
   `truthfulqa_mc1`: lm-eval's QA primer + "Q: ...\\nA:", choices the MC1 answers; first
   `truthfulqa_n` items.
 
-Files come from `data_dir` in repro.evaluation_lm's DATA_LAYOUT. A missing file is fetched from the
+Files come from `data_dir` in repro.eval.lm_eval_tasks's DATA_LAYOUT. A missing file is fetched from the
 hub with `datasets` unless HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set, in which case a ConfigError
 names the file and the layout. The hub path is untested here (no network).
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ConfigError
-from repro.evaluation_lm import (
+from repro.eval.lm_eval_tasks import (
     GSM8K_UNTIL,
     QA_PRIMER,
     data_file,

@@ -1,4 +1,4 @@
-"""What every trainer provides to the runner."""
+"""What every trainer provides to the runner, and what the runner hands every trainer."""
 
 from __future__ import annotations
 
@@ -12,17 +12,24 @@ from repro.registry import Registry
 
 
 class Logger(Protocol):
-    """Per-step metric sink (MLflow + the committed run record). Metric names use `/` namespaces."""
+    """Per-step metric sink (MLflow + the committed run record) and progress display.
+
+    log(metrics, step)                          metric names use `/` namespaces
+    log.progress(step, total, reward=0.41)      where the run is; the logger decides how and how
+                                                often to show it (repro.tracking.Run)
+    """
 
     def __call__(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def progress(self, step: int, total: int, **fields: float) -> None: ...
 
 
 @dataclass(frozen=True)
 class TrainerSpec:
-    """`validate(cfg)` raises ConfigError naming the bad key, cheaply, before any compute.
-    `train(cfg, log)` runs and returns the final summary metrics (flat dict of floats)."""
+    """`train(cfg, log)` runs and returns the final summary metrics (flat dict of floats). The
+    config arrives validated (repro.config: the trainer's schema in repro.config.trainer_schemas,
+    registered under the same name); `train` itself does not validate."""
 
-    validate: Callable[[DictConfig], None]
     train: Callable[[DictConfig, Logger], dict[str, Any]]
 
 

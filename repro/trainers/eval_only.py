@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import time
 
-import torch
 from omegaconf import DictConfig
 
+from repro.eval.micro import HeldOut
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import HeldOut, save_checkpoint, seed_all, validate_eval
-
-
-def validate(cfg: DictConfig) -> None:
-    validate_eval(cfg.trainer)
-    build_task(cfg.task)
+from repro.trainers.common import save_checkpoint, seed_run
 
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
-    validate(cfg)
-    torch.set_num_threads(cfg.trainer.threads)
-    seed_all(cfg.seed)
+    seed_run(cfg)
     t0 = time.time()
     model, tok = load_policy(cfg)
     model.eval()
@@ -44,4 +37,4 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     return final | {"train/steps": 0.0, "train/seconds": time.time() - t0}
 
 
-TRAINERS.register("eval_only")(TrainerSpec(validate=validate, train=train))
+TRAINERS.register("eval_only")(TrainerSpec(train=train))

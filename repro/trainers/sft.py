@@ -24,41 +24,24 @@ import torch
 from omegaconf import DictConfig
 
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
+from repro.eval.micro import HeldOut
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
-    HeldOut,
     encode_pairs,
-    need,
     optimizer,
     optimizer_step,
     save_checkpoint,
-    seed_all,
-    validate_common,
-    validate_lora,
+    seed_run,
     with_lora,
 )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Cheap checks of every key the trainer uses; raises ConfigError naming the key."""
-    t = cfg.trainer
-    validate_common(t)
-    need(t, "n_examples", t.n_examples >= 1, "must be >= 1")
-    need(t, "epochs", t.epochs >= 1, "must be >= 1")
-    need(t, "batch_size", t.batch_size >= 1, "must be >= 1")
-    need(t, "steps", t.steps is None or t.steps >= 0, "must be null (every epoch) or >= 0")
-    validate_lora(t)
-    build_task(cfg.task)
-
-
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
-    validate(cfg)
     t = cfg.trainer
-    torch.set_num_threads(t.threads)
-    _, gen = seed_all(cfg.seed)
+    _, gen = seed_run(cfg)  # gen: the batch order of each epoch
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
@@ -93,6 +76,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             if step % t.eval_every == 0 or step == total:
                 last_eval = held.evaluate(model, step, train_states)
                 log(last_eval, step)
+            log.progress(step, total, loss=loss.item(), acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
     final["train/steps"] = float(step)
@@ -101,4 +85,4 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     return final
 
 
-TRAINERS.register("sft")(TrainerSpec(validate=validate, train=train))
+TRAINERS.register("sft")(TrainerSpec(train=train))

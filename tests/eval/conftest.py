@@ -44,7 +44,7 @@ TRUTHFULQA = [
 
 
 def write_data_root(root: Path) -> Path:
-    """The benchmark files in the layout repro.evaluation_lm reads."""
+    """The benchmark files in the layout repro.eval.lm_eval_tasks reads."""
     (root / "gsm8k").mkdir(parents=True)
     (root / "gsm8k" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K))
     for split in ("dev", "test"):

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from repro import config
 from repro.errors import ConfigError
-from repro.evaluation_lm import build_tasks, gsm8k_task, mmlu_tasks, truthfulqa_task
+from repro.eval.lm_eval_tasks import build_tasks, gsm8k_task, mmlu_tasks, truthfulqa_task
 from repro.models.gguf_pip import sha256_of, verify_sha256
 
 EVAL_CFG = OmegaConf.create(

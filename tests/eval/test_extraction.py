@@ -4,7 +4,7 @@ and the same answers through the lm-eval filters the task config uses."""
 import pytest
 from lm_eval.filters.extraction import RegexFilter
 
-from repro.evaluation_lm import (
+from repro.eval.lm_eval_tasks import (
     FLEXIBLE_PATTERN,
     STRICT_PATTERN,
     extract_flexible,

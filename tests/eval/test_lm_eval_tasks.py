@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from repro import cli, tracking
-from repro.evaluation_lm import TASKS, evaluate
+from repro.eval.lm_eval_tasks import TASKS, evaluate
 
 from .conftest import GSM8K, MMLU_ROWS, TRUTHFULQA
 

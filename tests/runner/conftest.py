@@ -20,8 +20,6 @@ HERE = Path(__file__).resolve().parent
 
 ARM_A = """\
 # @package _global_
-paper: demo
-arm: a
 trainer:
   name: _test_quadratic
   steps: 5
@@ -30,9 +28,8 @@ trainer:
 ARM_B = """\
 # @package _global_
 defaults:
-  - demo/a          # relative to the `experiment` group
+  - /experiment/demo/a
   - _self_
-arm: b
 trainer:
   lr: 0.3
 """

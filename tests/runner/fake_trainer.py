@@ -13,22 +13,29 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from omegaconf import DictConfig
+from pydantic import BaseModel, ConfigDict, Field
 
-from repro.errors import ConfigError, NonFiniteError
+from repro.config.trainer_schemas import TRAINER_CONFIGS
+from repro.errors import NonFiniteError
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 
 NAME = "_test_quadratic"
 
 
-def validate(cfg: DictConfig) -> None:
-    steps = cfg.trainer.get("steps")
-    if not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"trainer.steps: expected a positive integer, got {steps!r}")
-    if not float(cfg.trainer.get("lr", 0.1)) > 0:
-        raise ConfigError(f"trainer.lr: must be > 0, got {cfg.trainer.lr!r}")
+class QuadraticConfig(BaseModel):
+    """Its typed config. The demo arms ride on the default (grpo) trainer file, so keys this
+    trainer does not read are ignored rather than rejected."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+    name: Literal["_test_quadratic"]
+    steps: int = Field(ge=1)
+    lr: float = Field(0.1, gt=0)
+    teacher: str | None = None
+    save: bool = False
 
 
 def _nonfinite_step(cfg: DictConfig) -> int | None:
@@ -55,7 +62,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     if teacher:
         final["teacher_loss"] = json.loads((Path(teacher) / "config.json").read_text())["loss"]
     if cfg.trainer.get("save"):
-        from repro.trainers.common import checkpoint_dir
+        from repro.provenance import checkpoint_dir
 
         out = checkpoint_dir(cfg)
         out.mkdir(parents=True, exist_ok=True)
@@ -65,4 +72,5 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
 # Guarded: the tests import this module twice under different names (conftest and the demo package).
 if NAME not in TRAINERS:
-    TRAINERS.register(NAME)(TrainerSpec(validate=validate, train=train))
+    TRAINERS.register(NAME)(TrainerSpec(train=train))
+    TRAINER_CONFIGS.register(NAME)(QuadraticConfig)

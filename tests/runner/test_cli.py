@@ -116,10 +116,12 @@ def test_reproduce_validates_every_arm_before_running(repro_root, capsys):
     assert main(["reproduce", "demo"]) == 2
     assert "unknown arm(s) nope; arms of 'demo': a, b" in capsys.readouterr().err
 
-    (repro_root / "experiments/demo/c.yaml").write_text("# @package _global_\ndefaults: [demo/a]\narm: c\n")
+    (repro_root / "experiments/demo/c.yaml").write_text(
+        "# @package _global_\ndefaults: [/experiment/demo/a]\n"
+    )
     suite.write_text("arms: [a, c]\nseeds: [1]\njobs: 1\n")
     assert main(["reproduce", "demo", "trainer.steps=0"]) == 2
-    assert "demo/a: trainer.steps: expected a positive integer, got 0" in capsys.readouterr().err
+    assert "demo/a: trainer.steps: input should be greater than or equal to 1, got 0" in capsys.readouterr().err
     assert _record_files(repro_root) == [] and mlflow_runs(repro_root) == []
     assert not (repro_root / "multirun").exists()
 
@@ -139,7 +141,7 @@ def test_reproduce_runs_the_suite_in_parallel_and_builds_tables(repro_root, monk
     monkeypatch.setenv("REPRO_TEST_NONFINITE", "b-s2@1")
     assert main(["reproduce", "demo"]) == 1
     out = capsys.readouterr().out
-    assert "demo: 4 runs: 3 finished, 1 failed" in out and "failed: b-s2" in out
+    assert "demo: 4 runs: 3 finished, 1 failed" in out and "failed: experiment=demo/b seed=2" in out
 
     assert _record_files(repro_root) == [
         "demo/micro/a/seed1.json",

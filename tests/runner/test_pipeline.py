@@ -19,18 +19,16 @@ from .conftest import mlflow_runs
 TEACHER = """\
 # @package _global_
 defaults:
-  - demo/a
+  - /experiment/demo/a
   - _self_
-arm: t
 trainer:
   save: true
 """
 STUDENT = """\
 # @package _global_
 defaults:
-  - demo/a
+  - /experiment/demo/a
   - _self_
-arm: s
 stages:
   teacher: demo/t
 trainer:

@@ -65,3 +65,20 @@ def test_run_batches_params_and_metrics(tmp_path, mlflow_template):
     assert [m.step for m in client.get_metric_history(run.run_id, "m7")] == [0, 1, 2]
     assert got.data.metrics["final/score"] == 2.0
     assert run.curves["m7"] == [[0, 0.0], [1, 1.0], [2, 2.0]]
+
+
+def test_progress_off_a_terminal_prints_a_plain_line_at_most_every_n_seconds(monkeypatch):
+    import io
+
+    clock = iter([0.0, 5.0, 12.0, 25.0, 30.0])
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()  # not a TTY
+    report = tracking.ProgressReport("dapo-s1", every_s=10.0, stream=out)
+    for step in range(1, 6):
+        report(step, 5, reward=0.4123, acc=0.37)
+    assert out.getvalue().splitlines() == [
+        "dapo-s1: step 1/5 reward 0.41 acc 0.37",  # first report: no rate yet
+        "dapo-s1: step 3/5 reward 0.41 acc 0.37 (ETA 12 s)",  # 12 s for 2 steps, 2 to go
+        "dapo-s1: step 4/5 reward 0.41 acc 0.37 (ETA 8 s)",
+        "dapo-s1: step 5/5 reward 0.41 acc 0.37 (ETA 0 s)",  # the last step always shows
+    ]

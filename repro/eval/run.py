@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro import provenance, tracking
 from repro.errors import ConfigError
-from repro.evaluation_lm import build_tasks, evaluate
+from repro.eval.lm_eval_tasks import build_tasks, evaluate
 from repro.models import load_policy
 
 

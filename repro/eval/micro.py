@@ -1,0 +1,184 @@
+"""The evaluator every trainer shares, on any task (repro.tasks.Task), micro world or GSM8K.
+
+    held = HeldOut.build(cfg, task, model, tok, backend)    # eval sets + the base model's states
+    metrics = held.evaluate(model, step, train_states)      # eval/*, retention/*, drift/*, drift_policy/*
+    accuracy(model, backend, problems, verify, greedy=True, max_new_tokens=24)   # one split
+    mc_accuracy(model, tok, items)                          # log-likelihood multiple choice
+
+Eval metrics: eval/<split>/{greedy,sample}_acc for the task's eval_splits, eval/retention/<name>_acc
+for its retention_tasks (id, ood, facts, truths in the micro world; id (GSM8K test),
+truthfulqa_mc1, mmlu on real data), forgetting/retention against the step-0 evaluation (eq. 12)
+and state drift against the base model's own rollouts. Real-model benchmarks through lm-eval
+(`repro eval`) are repro.eval.lm_eval_tasks and repro.eval.run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+
+from repro.metrics import drift_report, forgetting, prefix_states, retention_report
+from repro.rollout import HFGenerateBackend
+from repro.tasks import Task
+
+DRIFT_SEED = "drift"  # the fixed prompt set the drift metrics roll out on
+
+
+@torch.no_grad()
+def accuracy(
+    model, backend: HFGenerateBackend, problems, verify, *, greedy: bool, max_new_tokens: int, seed: int = 0
+) -> float:
+    """Share of `problems` whose completion `verify` accepts (greedy, or sampled with `seed`)."""
+    roll = backend.generate(
+        model,
+        [p.prompt for p in problems],
+        n=1,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,
+        greedy=greedy,
+        seed=seed,
+    )
+    return sum(verify(t, p.answer) for t, p in zip(roll.texts, problems)) / max(1, len(problems))
+
+
+def mc_accuracy(model, tok, items, batch_size: int | None = None) -> float:
+    """Share of items whose gold choice has the highest summed log-likelihood after the prompt."""
+    if not items:
+        return float("nan")
+    scores = mc_scores(model, tok, items, batch_size)
+    return sum(int(s.argmax().item() == it.gold) for s, it in zip(scores, items)) / len(items)
+
+
+@torch.no_grad()
+def mc_scores(model, tok, items, batch_size: int | None = None) -> list[torch.Tensor]:
+    """Per item, the summed log-likelihood of each choice's tokens after the prompt; all
+    (item, choice) texts in one forward pass, or `batch_size` texts at a time (long prompts)."""
+    texts, owners, n_prompt = [], [], []
+    for i, it in enumerate(items):
+        plen = len(tok(it.prompt)["input_ids"])
+        for c in it.choices:
+            texts.append(f"{it.prompt} {c}")
+            owners.append(i)
+            n_prompt.append(plen)
+    was_training = model.training
+    model.eval()
+    step = batch_size or len(texts)
+    scores = torch.cat(
+        [
+            _choice_logp(model, tok, texts[i : i + step], n_prompt[i : i + step])
+            for i in range(0, len(texts), step)
+        ]
+    )
+    model.train(was_training)
+    return list(scores.split([len(it.choices) for it in items]))
+
+
+def _choice_logp(model, tok, texts: list[str], n_prompt: list[int]) -> torch.Tensor:
+    """(B,) summed log-likelihood of the tokens after the first n_prompt[i] of each text."""
+    old_side = tok.padding_side
+    tok.padding_side = "right"
+    enc = tok(texts, return_tensors="pt", padding=True)
+    tok.padding_side = old_side
+    logits = model(
+        **{k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    ).logits
+    ids = enc["input_ids"].to(logits.device)
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    logp = logp.cpu()
+    pos = torch.arange(logp.shape[1])[None, :] + 1  # position of the predicted token
+    lengths = enc["attention_mask"].sum(1)
+    choice_mask = (pos >= torch.tensor(n_prompt)[:, None]) & (pos < lengths[:, None])
+    return (logp * choice_mask).sum(1)
+
+
+def states_of(prompts: list[str], completions: list[str], every: int) -> list[str]:
+    """Prefix states (prompt + the first k words, every `every` words) of text completions."""
+    return prefix_states(prompts, [c.split() for c in completions], every=every)
+
+
+@dataclass
+class HeldOut:
+    """Fixed evaluation sets and the base model's reference numbers, built before training."""
+
+    cfg: DictConfig
+    task: Task
+    tok: object
+    backend: HFGenerateBackend
+    evals: dict
+    mc: dict
+    drift_prompts: list[str]  # fixed train prompts the drift metrics roll out on
+    base_states: list[str]
+    base_retention: dict[str, float] | None = field(default=None)
+
+    @classmethod
+    def build(cls, cfg: DictConfig, task: Task, model, tok, backend: HFGenerateBackend) -> HeldOut:
+        """The eval sets of `task` (sizes from cfg.trainer) and `model`'s own states, before training."""
+        t = cfg.trainer
+        held = cls(
+            cfg,
+            task,
+            tok,
+            backend,
+            evals={split: task.eval_set(split, t.eval_n) for split in task.eval_splits},
+            mc={name: task.mc_items(name) for name in task.retention_tasks},
+            drift_prompts=[p for p, _ in task.sft_examples(random.Random(DRIFT_SEED), t.drift_n)],
+            base_states=[],
+        )
+        held.base_states = held.policy_states(model)
+        return held
+
+    def demo_states(self, style: str) -> list[str]:
+        """Prefix states of SFT demonstrations (in `style`) on the drift prompts (fixed, off-policy)."""
+        demos = self.task.sft_examples(random.Random(DRIFT_SEED), self.cfg.trainer.drift_n, style)
+        return states_of([p for p, _ in demos], [c for _, c in demos], self.cfg.trainer.drift_every)
+
+    def policy_states(self, model) -> list[str]:
+        """Prefix states of `model`'s own sampled rollouts on the fixed drift prompts (fixed seed)."""
+        t = self.cfg.trainer
+        with torch.random.fork_rng():  # reseeds privately: training's random stream is untouched
+            roll = self.backend.generate(
+                model,
+                self.drift_prompts,
+                n=1,
+                max_new_tokens=t.max_new_tokens,
+                temperature=1.0,
+                seed=self.cfg.seed,
+            )
+        return states_of(self.drift_prompts, roll.texts, t.drift_every)
+
+    def evaluate(self, model, step: int, train_states: list[str] | None) -> dict[str, float]:
+        """Target accuracy, retention, forgetting vs step 0, and drift of the training states
+        (None: the policy's own states, as in on-policy training) and of the policy's own states
+        against the base model's states."""
+        t, out = self.cfg.trainer, {}
+        for split, probs in self.evals.items():
+            max_new = self.task.eval_max_new_tokens(split, t.max_new_tokens)
+            kw = dict(verify=self.task.verify, max_new_tokens=max_new)
+            out[f"eval/{split}/greedy_acc"] = accuracy(model, self.backend, probs, greedy=True, **kw)
+            out[f"eval/{split}/sample_acc"] = accuracy(
+                model, self.backend, probs, greedy=False, seed=self.cfg.seed * 1000 + step, **kw
+            )
+        scores = {}
+        for name, items in self.mc.items():
+            scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(
+                model, self.tok, items, batch_size=self.task.mc_batch_size
+            )
+        if self.base_retention is None:
+            self.base_retention = scores
+        out |= retention_metrics(self.base_retention, scores)
+        own = self.policy_states(model)
+        out |= drift_report(self.base_states, own if train_states is None else train_states)
+        policy = drift_report(self.base_states, own)
+        out |= {k.replace("drift/", "drift_policy/"): v for k, v in policy.items()}
+        return out
+
+
+def retention_metrics(base: dict[str, float], post: dict[str, float]) -> dict[str, float]:
+    """retention/forgetting and retention/ratio (eq. 12); the ratio is NaN if a base score is 0."""
+    if any(v == 0 for v in base.values()):
+        return {"retention/forgetting": forgetting(base, post), "retention/ratio": math.nan}
+    return retention_report(base, post)

@@ -1,0 +1,79 @@
+"""Offline (sequence-level) distillation, "offline_distill": the off-policy control for OPD.
+
+Reads top to bottom as the algorithm:
+    the teacher writes full greedy completions of the train prompts     (states from the teacher)
+    -> the student takes cross-entropy on them (teacher forcing) -> aggregate -> step
+    -> periodic eval (target, retention, forgetting, drift of the teacher's states)
+
+Sequence-level KD (Kim & Rush 2016) with the same loss, steps and prompts per step as
+repro/trainers/opd.py: only whose states the student learns on differs. The teacher is
+`trainer.teacher`, as for opd (repro.trainers.common.load_teacher).
+
+Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=offline_distill trainer.teacher=<sft checkpoint dir>
+"""
+
+from __future__ import annotations
+
+import time
+
+from omegaconf import DictConfig
+
+from repro.algos import AGGREGATIONS, DISTILL_LOSSES
+from repro.eval.micro import HeldOut, states_of
+from repro.models import load_policy
+from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.tasks import build_task
+from repro.trainers.base import TRAINERS, Logger, TrainerSpec
+from repro.trainers.common import (
+    load_teacher,
+    optimizer,
+    optimizer_step,
+    seed_run,
+    with_lora,
+)
+
+
+def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
+    t = cfg.trainer
+    rng, _ = seed_run(cfg)  # rng: train prompts
+
+    model, tok = load_policy(cfg)
+    task = build_task(cfg.task, tok)
+    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    teacher = load_teacher(cfg, tok)
+    held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
+    # The states it trains on are the teacher's: its greedy completions of the fixed drift prompts.
+    roll = backend.generate(teacher, held.drift_prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
+    train_states = states_of(held.drift_prompts, roll.texts, t.drift_every)
+
+    model = with_lora(model, t.lora)
+    model.train()
+    opt = optimizer(model, t)
+
+    last_eval = held.evaluate(model, 0, train_states)
+    log(last_eval, 0)
+    t0 = time.time()
+    for step in range(1, t.steps + 1):
+        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
+        # 1. The teacher writes full greedy completions of the prompts: the sequence-level KD targets.
+        roll = backend.generate(teacher, prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
+        # 2. The student takes cross-entropy on them, teacher forcing on the teacher's states.
+        logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
+        mask = roll.completion_mask  # (B, T)
+        metrics = {"rollout/len_mean": mask.sum(1).float().mean().item()}
+        loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (B, T)
+        loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+        metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
+        metrics["train/loss"] = loss.item()
+        log(metrics, step)
+        if step % t.eval_every == 0 or step == t.steps:
+            last_eval = held.evaluate(model, step, train_states)
+            log(last_eval, step)
+        log.progress(step, t.steps, loss=metrics["train/loss"], acc=last_eval["eval/id/greedy_acc"])
+
+    final = dict(last_eval)
+    final["train/seconds"] = time.time() - t0
+    return final
+
+
+TRAINERS.register("offline_distill")(TrainerSpec(train=train))

@@ -1,0 +1,109 @@
+"""On-policy distillation, "opd" (eq. 7: E_{s~d^{pi_S}} D(pi_T(.|s) || pi_S(.|s))).
+
+Reads top to bottom as the algorithm:
+    the student samples its own rollouts on train prompts         (states from the learner)
+    loss = continuation (the working OPD, DAgger-style):
+        cut each rollout at a random prefix -> the teacher writes `continuation_tokens` greedily
+        from that student prefix -> the student takes cross-entropy on the teacher's tokens
+    loss = forward_kl | reverse_kl (one-step next-token OPD, which collapsed in the paper):
+        full-vocabulary KL between teacher and student at every position of the student's sample
+    -> aggregate -> step -> periodic eval (target, retention, forgetting, drift of its own states)
+
+Its off-policy control, whose states come from the teacher, is repro/trainers/offline_distill.py.
+The teacher is `trainer.teacher` (repro.trainers.common.load_teacher): a checkpoint dir (e.g. an
+sft run's, see repro.trainers.common.checkpoint_dir), a model config ({kind: hf, path: ...}), or
+null for the student's own starting model (teacher == student: every KL is zero, a sanity check).
+The continuation path hands the teacher the student prefix as text; that round trip is exact for
+the micro world's word-level tokenizer and for byte-level BPE up to re-tokenisation of the joined text.
+
+Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=opd trainer.teacher=<sft checkpoint dir>
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from repro.algos import AGGREGATIONS, DISTILL_LOSSES
+from repro.algos.distill import is_kl
+from repro.eval.micro import HeldOut
+from repro.models import load_policy
+from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_logp
+from repro.tasks import build_task
+from repro.trainers.base import TRAINERS, Logger, TrainerSpec
+from repro.trainers.common import (
+    load_teacher,
+    optimizer,
+    optimizer_step,
+    seed_run,
+    with_lora,
+)
+
+
+def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
+    t = cfg.trainer
+    rng, _ = seed_run(cfg)  # rng: train prompts and cut points
+
+    model, tok = load_policy(cfg)
+    task = build_task(cfg.task, tok)
+    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    teacher = load_teacher(cfg, tok)
+    held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
+
+    model = with_lora(model, t.lora)
+    model.train()
+    opt = optimizer(model, t)
+
+    # Drift of the training states = of the student's own states, re-rolled at each evaluation.
+    last_eval = held.evaluate(model, 0, train_states=None)
+    log(last_eval, 0)
+    t0 = time.time()
+    for step in range(1, t.steps + 1):
+        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
+        # 1. The student samples its own rollouts: the states s ~ d^{pi_S} of eq. 7.
+        roll = backend.generate(
+            model, prompts, n=1, max_new_tokens=t.max_new_tokens, temperature=t.temperature
+        )
+        lens = roll.completion_mask.sum(1)  # (B,)
+        metrics = {"rollout/len_mean": lens.float().mean().item()}
+        if is_kl(t.loss):
+            # 2a. One-step OPD: match the teacher's next-token distribution at each sampled position.
+            logits = sequence_logits(model, roll)  # (B, T, V)
+            with torch.no_grad():
+                teacher_logits = sequence_logits(teacher, roll)  # (B, T, V)
+            mask = roll.completion_mask  # (B, T)
+            loss_mat = DISTILL_LOSSES[t.loss](logits, teacher_logits, mask)  # (B, T)
+        else:
+            # 2b. Continuation OPD: cut at a random prefix (eos excluded); the teacher continues greedily.
+            cuts = [rng.randrange(max(1, int(n))) for n in lens.tolist()]
+            states = student_prefixes(tok, prompts, roll, cuts)
+            cont = backend.generate(teacher, states, n=1, max_new_tokens=t.continuation_tokens, greedy=True)
+            # 3. The student takes cross-entropy on the teacher's continuation of its own prefix.
+            logp = token_logp(sequence_logits(model, cont), cont.completion_ids)  # (B, T)
+            mask = cont.completion_mask  # (B, T)
+            loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (B, T)
+            metrics["train/prefix_len_mean"] = sum(cuts) / len(cuts)
+        loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+        metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
+        metrics["train/loss"] = loss.item()
+        log(metrics, step)
+        if step % t.eval_every == 0 or step == t.steps:
+            last_eval = held.evaluate(model, step, train_states=None)
+            log(last_eval, step)
+        log.progress(step, t.steps, loss=metrics["train/loss"], acc=last_eval["eval/id/greedy_acc"])
+
+    final = dict(last_eval)
+    final["train/seconds"] = time.time() - t0
+    return final
+
+
+def student_prefixes(tok, prompts: list[str], roll: Rollout, cuts: list[int]) -> list[str]:
+    """Each prompt followed by the first `cuts[i]` tokens of the student's completion, as text."""
+    prefixes = [tok.decode(roll.completion_ids[i, :k], skip_special_tokens=True) for i, k in enumerate(cuts)]
+    # Word-level decoding has no leading space (join with one); byte-level BPE keeps it (concatenate).
+    return [p + y if not y or y[0].isspace() else f"{p} {y}" for p, y in zip(prompts, prefixes, strict=True)]
+
+
+TRAINERS.register("opd")(TrainerSpec(train=train))
