@@ -121,7 +121,8 @@ def test_reproduce_validates_every_arm_before_running(repro_root, capsys):
     )
     suite.write_text("arms: [a, c]\nseeds: [1]\njobs: 1\n")
     assert main(["reproduce", "demo", "trainer.steps=0"]) == 2
-    assert "demo/a: trainer.steps: input should be greater than or equal to 1, got 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "demo/a: trainer.steps: input should be greater than or equal to 1, got 0" in err
     assert _record_files(repro_root) == [] and mlflow_runs(repro_root) == []
     assert not (repro_root / "multirun").exists()
 
