@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repro import cli
+from repro import cli, runner
 from repro.trainers import TRAINERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,8 +17,17 @@ def compose(*overrides: str):
         return cli.compose(hydra, cli.with_searchpath(list(overrides), search_dir))
 
 
+def validate(cfg) -> None:
+    """The configured trainer's checks, after importing the paper's registered functions (as every
+    `repro run` job does)."""
+    runner.import_paper_modules(ROOT, cfg.get("paper"))
+    TRAINERS[cfg.trainer.name].validate(cfg)
+
+
 def train(cfg):
-    """Run the configured trainer; returns (final metrics, {metric: [(step, value), ...]})."""
+    """Run the configured trainer; returns (final metrics, {metric: [(step, value), ...]}).
+    Imports the paper's registered functions first, as every `repro run` job does."""
+    runner.import_paper_modules(ROOT, cfg.get("paper"))
     curves: dict[str, list[tuple[int, float]]] = {}
 
     def log(metrics, step):
