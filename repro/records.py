@@ -8,7 +8,7 @@ A run is canonical when its only overrides are the experiment, seed, scale and w
 written (hydra.*, paths.*, tracking.*, trainer.threads): exactly what `repro reproduce` runs.
 A record's `overrides` lists only the other overrides (empty for a canonical run), which is what
 the tables check; the full list of a job's overrides is in its MLflow tag `overrides`.
-Writes are atomic (temp file + os.replace), so a reader never sees half a record.
+Writes are atomic (repro.io: temp file + fsync + os.replace), so a reader never sees half a record.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from repro.io import atomic_write_text
 
 SCHEMA = 1
 KEYS = (
@@ -119,21 +120,6 @@ def dumps(record: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` to `path` via a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def make_record(
     *,
     paper: str | None,
@@ -183,9 +169,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_record(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a record atomically. A successful record replaces a stale `.failed.json` of the same
-    run; a failed one never touches the successful record next to it."""
-    path = write_atomic(path, dumps(record))
+    """Write a record atomically, mode 0644. A successful record replaces a stale `.failed.json` of
+    the same run; a failed one never touches the successful record next to it."""
+    path = atomic_write_text(path, dumps(record))
     if record["status"] == "FINISHED" and path.name.endswith(".json"):
         stale = path.with_name(path.name[: -len(".json")] + ".failed.json")
         stale.unlink(missing_ok=True)

@@ -4,9 +4,11 @@
 
 plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers.
 
-Importing this package registers every built-in function; papers add theirs with the
-`register` decorators (e.g. `@OBJECTIVES.register("my_loss")`). `check_stages(cfg)` checks, before
-any compute, that the functions a config picks exist and accept its kwargs.
+Importing this package registers every built-in function; papers add theirs from their own
+package with the `register` decorators (e.g. `@RESCUES.register("my_rescue")`, a gradient-weight
+rule for the clipped objective, or `@CLIP_STATS.register("my_stats")`, diagnostics it reports).
+`check_stages(cfg)` checks, before any compute, that the functions a config picks exist and accept
+its kwargs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from repro.algos.advantages import ADVANTAGES
 from repro.algos.aggregation import AGGREGATIONS
 from repro.algos.distill import DISTILL_LOSSES
 from repro.algos.is_weights import IS_WEIGHTS
-from repro.algos.objectives import OBJECTIVES, RESCUES
+from repro.algos.objectives import CLIP_STATS, OBJECTIVES, RESCUES
 from repro.algos.rewards import REWARDS
 from repro.errors import ConfigError
 from repro.registry import UnknownNameError
@@ -29,6 +31,7 @@ from repro.registry import UnknownNameError
 __all__ = [
     "ADVANTAGES",
     "AGGREGATIONS",
+    "CLIP_STATS",
     "DISTILL_LOSSES",
     "IS_WEIGHTS",
     "OBJECTIVES",

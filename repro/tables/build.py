@@ -1,7 +1,7 @@
 """Generate `paper_tables/<slug>/comparison.md` and its figures from the committed run records.
 
     from repro.tables import write_all, write_tables
-    write_tables("clipping_bottleneck", Path("results"), Path("paper_tables"))
+    write_tables("<slug>", Path("results"), Path("paper_tables"))
 
 Reads `<tables_dir>/<slug>/claimed.yaml` and the canonical records
 `<results_dir>/<slug>/<scale>/<arm>/seed<seed>.json` (failed runs `seed<seed>.failed.json` are
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from repro.errors import ConfigError
+from repro.io import atomic_write_text
 from repro.tables.claims import (
     NOT_RUN,
     VERDICTS,
@@ -36,6 +35,7 @@ from repro.tables.claims import (
     metric_value,
 )
 from repro.tables.figures import sort_arms, write_figures
+from repro.tables.stats import format_mean_sd, mean_sd
 
 RUNS_MARKER = re.compile(r"<!--\s*repro:runs=(\d+)\s*-->")
 _SEED_FILE = re.compile(r"^seed(\d+)(\.failed)?\.json$")
@@ -187,8 +187,8 @@ def _claim_row(r: ClaimResult) -> list[str]:
         reproduced, ci = "—", "—"
     else:
         signed = c.measure.kind != "value"
-        sd = _fmt(est.sd) if est.n > 1 else "—"
-        reproduced = f"{_fmt(est.mean, signed)} ± {sd} (n={est.n})"
+        # With one seed the sd is nan, which _fmt writes as "—".
+        reproduced = format_mean_sd(est.mean, est.sd, lambda x: _fmt(x, signed), _fmt, n=est.n)
         ci = "undefined (n<2)"
         if est.ci is not None:
             ci = f"[{_fmt(est.ci[0], signed)}, {_fmt(est.ci[1], signed)}]"
@@ -203,7 +203,7 @@ def _mean_sd(values: list[float]) -> str:
         return "—"
     if len(values) == 1:
         return _fmt(values[0])
-    return f"{_fmt(float(np.mean(values)))} ± {_fmt(float(np.std(values, ddof=1)))}"
+    return format_mean_sd(*mean_sd(values), _fmt)
 
 
 def _duration(seconds: list[float]) -> str:
@@ -297,12 +297,12 @@ def _reproduced_cell(seeds: dict[int, dict[str, Any]], metric: str) -> str:
     values = [v for r in seeds.values() if (v := metric_value(r, metric, "final")) is not None]
     if not values:
         return "not logged"
-    mean = float(np.mean(values))
+    mean, sd = mean_sd(values)
     # Three significant digits of the mean (drift and forgetting are often 0.00x), the sd to match.
     d = 3 if mean == 0 or abs(mean) >= 0.1 else min(2 - math.floor(math.log10(abs(mean))), 8)
     if len(values) == 1:
         return f"{mean:.{d}f} (n=1)"
-    return f"{mean:.{d}f} ± {float(np.std(values, ddof=1)):.{d}f} (n={len(values)})"
+    return format_mean_sd(mean, sd, f"{{:.{d}f}}".format, n=len(values))
 
 
 def _table_section(paper: ClaimedPaper, runs: RunSet) -> list[str]:
@@ -411,18 +411,6 @@ def render_markdown(
 # Writing
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def previous_runs(path: Path) -> int | None:
     """The run count recorded in an existing comparison.md, or None (no file, no marker)."""
     if not path.exists():
@@ -459,7 +447,7 @@ def write_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = F
         recs = runs.records.get(scale, {})
         results[scale] = evaluate_all(paper, recs, scale)
         if recs:
-            figures += write_figures(recs, results[scale], scale, out_dir, paper.figures)
+            figures += write_figures(recs, results[scale], scale, out_dir, paper.figures, paper.curves)
     # Figures of scales/metrics that no longer have data would be stale.
     keep = {p.name for _, p in figures}
     for old in out_dir.glob("fig_*.png"):
@@ -467,7 +455,7 @@ def write_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = F
             old.unlink()
 
     text = render_markdown(paper, runs, results, figures, datetime.now(UTC))
-    _atomic_write(md_path, text)
+    atomic_write_text(md_path, text)
     flat = [r for rows in results.values() for r in rows]
     report = TablesReport(slug, md_path, True, runs.n, before, "", flat, [p for _, p in figures], runs.failed)
     tally = ", ".join(f"{n} {v}" for v, n in report.verdict_counts().items())

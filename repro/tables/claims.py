@@ -1,19 +1,22 @@
 """A paper's claims (`paper_tables/<slug>/claimed.yaml`) and their verdicts against run records.
 
-Schema of claimed.yaml:
+Schema of claimed.yaml (pydantic models below; unknown keys are errors):
 
     paper: "Title (Authors)"
-    arxiv: "2605.22703"
-    arms: [grpo, dapo, dapo_nsr]          # every arm a claim, table row or figure may name
-    metrics: [eval/gsm8k/acc]             # optional: metric names beyond KNOWN_METRICS
+    arxiv: "2600.00001"
+    arms: [base, sft, sft_new]            # every arm a claim, table row or figure may name
+    metrics: [eval/gsm8k/acc]             # optional: metric names beyond KNOWN_METRICS, e.g. the
+                                          #   stats a paper's own registered functions log
+    curves: [eval/id/greedy_acc, train/reward_mean]   # optional: training curves to plot
+                                          #   (default DEFAULT_CURVES), in this order
     claims:
-      - id: nsr_dapo_id                   # unique; used in figures and error messages
-        text: NSR on top of DAPO raises accuracy.          # one sentence
-        claimed: "+4.93 Pass@1 points at 7B"               # the paper's number/statement
+      - id: new_beats_sft                 # unique; used in figures and error messages
+        text: The new method raises accuracy over SFT.     # one sentence
+        claimed: "+4.9 points at 7B"      # the paper's number/statement
         source: "[abstract]"              # Table 2 / Fig. 3 / §4.1 / [abstract] / [secondary]
         summary:                          # optional: the popular summary's version, if it differs
           {value: "4-7% gains", source: "popular summary", correction: "no 141B model"}
-        measure: {kind: effect, metric: eval/id/greedy_acc, treatment: dapo_nsr, control: dapo,
+        measure: {kind: effect, metric: eval/id/greedy_acc, treatment: sft_new, control: sft,
                   at: final, direction: 1, min_effect: 0.02}
     summary_only:                         # optional: popular-summary statements nothing measures
       - {value: "one SFT epoch, then three RL iterations", source: "popular summary",
@@ -26,7 +29,7 @@ Schema of claimed.yaml:
         - {name: MMD, metric: drift_policy/mmd2}
       rows:                               # arm -> {column name: paper's value or null}, in order
         base: {GSM8K: 0.448, MMD: null}
-        rl: {GSM8K: 0.472}
+        sft: {GSM8K: 0.472}
     figures:                              # optional: per scale, fig_<scale>_<name>.png
       - {name: target_vs_retention, kind: scatter, x: retention/ratio, y: eval/id/greedy_acc}
       - {name: forgetting, kind: bars, metrics: [retention/forgetting, retention/ratio]}
@@ -58,20 +61,34 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from repro.errors import ConfigError
 from repro.tables.stats import Estimate, paired_effect, summarize
 
-# Metrics the GRPO trainer and the evaluators log, plus the oscillation summaries in `final`.
+# Metrics the library's trainers and evaluators log (the clipped objective's generic stats among
+# them), plus the oscillation summaries in `final`. A paper's own metrics go in its `metrics:`.
 _TRAIN = (
-    "reward_mean reward_std entropy loss grad_norm kl_k3 ratio_dev clipfrac clipfrac_high_pos_adv "
-    "clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv nbm_abs_tok nbm_abs_tok_of_clipped "
-    "nbm_abs_sig nbm_abs_sig_of_clipped nbm_rel_tok nbm_rel_tok_of_clipped nbm_rel_sig "
-    "nbm_rel_sig_of_clipped rescued_frac rescued_frac_of_clipped"
+    "reward_mean reward_std entropy loss grad_norm kl_k3 ratio_dev ratio_max clipfrac clipfrac_high_pos_adv "
+    "clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv"
 ).split()
 _EVAL = (
     "id/greedy_acc id/sample_acc ood/greedy_acc ood/sample_acc retention/facts_acc retention/truths_acc"
@@ -113,20 +130,10 @@ VERDICTS = {
     NOT_RUN: "no finished canonical run at this scale for an arm the claim needs.",
 }
 
-KINDS = {
-    # kind: (required measure keys, optional measure keys)
-    "effect": ({"metric", "treatment", "control", "direction", "min_effect"}, {"at", "range", "better"}),
-    "change": ({"metric", "arm", "direction", "min_effect"}, {"range", "better"}),
-    "value": ({"metric", "arm", "range"}, {"at"}),
-}
-AT = {"final", "mean", "init"}
-FIGURE_KINDS = {
-    # kind: keys besides name and kind
-    "scatter": {"x", "y"},
-    "bars": {"metrics"},
-}
-_CLAIM_KEYS = ({"id", "text", "claimed", "source", "measure"}, {"summary"})
-_TOP_KEYS = ({"paper", "arxiv", "arms", "claims"}, {"metrics", "summary_only", "table", "figures"})
+KINDS = ("effect", "change", "value")
+FIGURE_KINDS = ("scatter", "bars")
+# Training curves plotted per scale when claimed.yaml names no `curves:`.
+DEFAULT_CURVES = ("eval/id/greedy_acc", "train/entropy", "train/clipfrac", "train/reward_mean")
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 Record = Mapping[str, Any]
@@ -160,7 +167,7 @@ class Measure:
         return self.metric if isinstance(self.metric, str) else self.metric.get(scale)
 
     def describe(self, scale: str | None = None) -> str:
-        """Short human description, e.g. `Δ eval/id/greedy_acc (final): dapo_nsr − dapo`."""
+        """Short human description, e.g. `Δ eval/id/greedy_acc (final): sft_new − sft`."""
         metric = self.metric_at(scale) if scale is not None else self.metric
         if not isinstance(metric, str):
             metric = " | ".join(f"{k}: {v}" for k, v in metric.items()) if metric else "–"
@@ -234,6 +241,7 @@ class ClaimedPaper:
     summary_only: tuple[SummaryClaim, ...] = ()
     table: ResultsTable | None = None
     figures: tuple[FigureSpec, ...] = ()
+    curves: tuple[str, ...] | None = None  # None: DEFAULT_CURVES
 
 
 @dataclass(frozen=True)
@@ -249,252 +257,388 @@ class ClaimResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing and validation
+# The file's schema (pydantic). Each model forbids unknown keys; names that refer elsewhere in the
+# file (arms, metrics, table columns) are checked by validators against the names the file
+# declares, collected before validation (`_declared`). A bad file raises ConfigError with one line:
+# the file, the key path (`claims[3] (my_claim).measure.metric`) and what would be valid.
 
 
-def _check_keys(obj: Any, required: set[str], optional: set[str], where: str) -> None:
-    if not isinstance(obj, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(obj).__name__}")
-    missing = sorted(required - set(obj))
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
-    unknown = sorted(set(obj) - required - optional)
-    if unknown:
-        allowed = ", ".join(sorted(required | optional))
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+def _declared(info: ValidationInfo, key: str) -> Any:
+    """The file's declared arms / metrics / columns; None when unknown (then not checked)."""
+    return (info.context or {}).get(key)
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
+def _check_arm(name: str, info: ValidationInfo) -> str:
+    arms = _declared(info, "arms")
+    if arms is not None and name not in arms:
+        raise ValueError(f"unknown arm {name!r}; arms declared in `arms:`: {', '.join(arms)}")
+    return name
 
 
-def _sign(value: Any, allowed: tuple[int, ...], where: str) -> int:
-    if isinstance(value, bool) or value not in allowed:
-        raise ConfigError(f"{where}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
-    return int(value)
-
-
-def _check_metric(metric: Any, metrics: frozenset[str], where: str) -> str:
-    if not isinstance(metric, str) or metric not in metrics:
-        raise ConfigError(
-            f"{where}: unknown metric {metric!r}; add it to the file's `metrics:` list if the "
-            f"trainer logs it. Known: {', '.join(sorted(metrics))}"
+def _check_metric(name: str, info: ValidationInfo) -> str:
+    metrics = _declared(info, "metrics")
+    if metrics is not None and name not in metrics:
+        raise ValueError(
+            f"unknown metric {name!r}; add it to the file's `metrics:` list if a trainer logs it. "
+            f"Known: {', '.join(sorted(metrics))}"
         )
-    return metric
+    return name
 
 
-def _metric_spec(metric: Any, metrics: frozenset[str], where: str) -> str | dict[str, str]:
-    """A metric name, or a mapping scale -> metric name (each checked)."""
-    if isinstance(metric, Mapping):
-        if not metric:
-            raise ConfigError(f"{where}: empty mapping; give scale: metric pairs or one metric")
-        return {str(k): _check_metric(v, metrics, f"{where}.{k}") for k, v in metric.items()}
-    return _check_metric(metric, metrics, where)
+def _check_column(name: str, info: ValidationInfo) -> str:
+    columns = _declared(info, "columns")
+    if columns is not None and name not in columns:
+        raise ValueError(f"unknown column {name!r}; columns: {', '.join(columns)}")
+    return name
 
 
-def _parse_measure(raw: Any, cid: str, arms: tuple[str, ...], metrics: frozenset[str], where: str) -> Measure:
-    where = f"{where}: claim '{cid}': measure"
-    if not isinstance(raw, Mapping) or raw.get("kind") not in KINDS:
-        got = raw.get("kind") if isinstance(raw, Mapping) else raw
-        raise ConfigError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {got!r}")
-    kind = raw["kind"]
-    required, optional = KINDS[kind]
-    _check_keys(raw, required | {"kind"}, optional, where)
+def _check_figure_name(name: str, info: ValidationInfo) -> str:
+    # Curve and effects figures are fig_<scale>_<metric with / as _>.png and fig_<scale>_effects.png.
+    taken = {"effects"} | {m.replace("/", "_") for m in _declared(info, "metrics") or ()}
+    if not _FIGURE_NAME.match(name) or name in taken:
+        raise ValueError(
+            "expected letters, digits, _ or - (it names fig_<scale>_<name>.png), not 'effects' or a "
+            f"metric name with / as _; got {name!r}"
+        )
+    return name
 
-    metric = _metric_spec(raw["metric"], metrics, f"{where}.metric")
-    for key in ("treatment", "control", "arm"):
-        if key in raw and raw[key] not in arms:
-            raise ConfigError(
-                f"{where}.{key}: unknown arm {raw[key]!r}; arms declared in `arms:`: {', '.join(arms)}"
-            )
-    if kind == "effect" and raw["treatment"] == raw["control"]:
-        raise ConfigError(f"{where}: treatment and control are the same arm {raw['treatment']!r}")
 
-    at = raw.get("at", "final")
-    allowed_at = {"final", "mean"} if kind == "value" else AT
-    if at not in allowed_at:
-        raise ConfigError(f"{where}.at: expected one of {', '.join(sorted(allowed_at))}, got {at!r}")
-    osc = [m for m in ([metric] if isinstance(metric, str) else metric.values()) if m in OSC_SOURCES]
-    if osc and at != "final":
-        raise ConfigError(f"{where}.at: {osc[0]} summarizes a whole run; only `at: final` is defined")
+def _check_sign(value: int) -> int:
+    if value not in (-1, 0, 1):
+        raise ValueError(f"expected one of -1, 0, 1, got {value!r}")
+    return value
 
-    direction = _sign(raw.get("direction", 1), (-1, 0, 1), f"{where}.direction")
-    if "better" in raw and direction != 0:
-        raise ConfigError(f"{where}.better: only used with direction 0 (direction already gives the sign)")
-    better = _sign(raw.get("better", 1), (-1, 0, 1), f"{where}.better")
-    min_effect = _number(raw.get("min_effect", 0.0), f"{where}.min_effect")
-    if min_effect < 0:
-        raise ConfigError(f"{where}.min_effect: must be >= 0, got {min_effect}")
-    if direction == 0 and min_effect == 0:
-        raise ConfigError(f"{where}.min_effect: a 'no effect' claim (direction 0) needs min_effect > 0")
 
-    rng = None
-    if "range" in raw:
-        r = raw["range"]
-        if not isinstance(r, list | tuple) or len(r) != 2:
-            raise ConfigError(f"{where}.range: expected [lo, hi], got {r!r}")
-        lo, hi = (_number(v, f"{where}.range") for v in r)
-        if lo > hi:
-            raise ConfigError(f"{where}.range: lo > hi in {r!r}")
-        if direction == 0:
-            raise ConfigError(f"{where}.range: a 'no effect' claim (direction 0) has no claimed range")
-        rng = (lo, hi)
+def _not_empty_mapping(value: Any) -> Any:
+    if isinstance(value, dict) and not value:
+        raise ValueError("empty mapping; give scale: metric pairs or one metric")
+    return value
 
-    return Measure(
-        kind=kind,
-        metric=metric,
-        treatment=raw.get("treatment"),
-        control=raw.get("control"),
-        arm=raw.get("arm"),
-        at=at,
-        direction=direction,
-        better=better,
-        min_effect=min_effect,
-        range=rng,
+
+def _none_is(empty: Any) -> BeforeValidator:
+    """An optional key may be written as null: it means `empty`."""
+    return BeforeValidator(lambda v: empty if v is None else v)
+
+
+def _kinds(*kinds: str) -> Discriminator:
+    """Pick a union member by the input's `kind`; an unknown kind is one `bad_kind` error."""
+    return Discriminator(
+        lambda v: f"<{v.get('kind')}>" if isinstance(v, Mapping) else None,
+        custom_error_type="bad_kind",
+        custom_error_message="unknown kind",
+        custom_error_context={"kinds": ", ".join(kinds)},
     )
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value).strip() == "":
-        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
-    return str(value).strip()
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+OptionalText = Annotated[str, _none_is("")]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # finite; no bool, no string
+Sign = Annotated[int, Strict(), AfterValidator(_check_sign)]
+ArmName = Annotated[str, AfterValidator(_check_arm)]
+MetricName = Annotated[str, AfterValidator(_check_metric)]
+# One metric name for every scale, or {scale: name} where a scale's task logs it under another name.
+# (Union members are tagged <...>; tags are left out of error paths.)
+MetricSpec = Annotated[
+    Annotated[MetricName, Tag("<one>")] | Annotated[dict[str, MetricName], Tag("<per-scale>")],
+    Discriminator(lambda v: "<per-scale>" if isinstance(v, Mapping) else "<one>"),
+    AfterValidator(_not_empty_mapping),
+]
 
 
-def _summary(raw: Any, required: set[str], where: str) -> SummaryClaim:
-    """{value, source, correction}; the `required` ones must be non-empty, the others may be absent."""
-    keys = ("value", "source", "correction")
-    _check_keys(raw, required, set(keys) - required, where)
-    text = {k: _text(raw[k], f"{where}.{k}") if k in required else str(raw.get(k) or "") for k in keys}
-    return SummaryClaim(**text)
+class _Strict(BaseModel):
+    """A mapping with a fixed set of keys; an unknown key is an error listing the allowed ones."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(map(str, set(data) - set(cls.model_fields)))
+            if unknown:
+                allowed = ", ".join(sorted(cls.model_fields))
+                raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+        return data
 
 
-def _parse_table(raw: Any, arms: tuple[str, ...], metrics: frozenset[str], where: str) -> ResultsTable:
-    where = f"{where}: table"
-    _check_keys(raw, {"title", "columns", "rows"}, {"source"}, where)
-    if not isinstance(raw["columns"], list) or not raw["columns"]:
-        raise ConfigError(f"{where}.columns: expected a non-empty list of {{name, metric}}")
-    columns: list[TableColumn] = []
-    for i, col in enumerate(raw["columns"]):
-        cwhere = f"{where}.columns[{i}]"
-        _check_keys(col, {"name", "metric"}, set(), cwhere)
-        name = _text(col["name"], f"{cwhere}.name")
-        if name in (c.name for c in columns):
-            raise ConfigError(f"{cwhere}.name: duplicate column name {name!r}")
-        columns.append(TableColumn(name, _metric_spec(col["metric"], metrics, f"{cwhere}.metric")))
-    names = [c.name for c in columns]
+class _Measure(_Strict):
+    """Checks shared by the measure kinds; each field's validator sees the fields declared above it."""
 
-    if not isinstance(raw["rows"], Mapping) or not raw["rows"]:
-        raise ConfigError(f"{where}.rows: expected a non-empty mapping arm -> {{column: value}}")
-    rows: list[tuple[str, dict[str, float | None]]] = []
-    for arm, values in raw["rows"].items():
-        rwhere = f"{where}.rows.{arm}"
-        if arm not in arms:
-            raise ConfigError(f"{rwhere}: unknown arm {arm!r}; arms declared in `arms:`: {', '.join(arms)}")
-        values = values or {}
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{rwhere}: expected a mapping column -> value, got {values!r}")
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            raise ConfigError(
-                f"{rwhere}: unknown column(s) {', '.join(map(repr, unknown))}; columns: {', '.join(names)}"
-            )
-        rows.append((arm, {k: None if v is None else _number(v, f"{rwhere}.{k}") for k, v in values.items()}))
-    source = str(raw.get("source") or "")
-    return ResultsTable(_text(raw["title"], f"{where}.title"), source, tuple(columns), tuple(rows))
+    @field_validator("control", check_fields=False)
+    @classmethod
+    def _two_arms(cls, control: str, info: ValidationInfo) -> str:
+        if control == info.data.get("treatment"):
+            raise ValueError(f"treatment and control are the same arm {control!r}")
+        return control
+
+    @field_validator("better", check_fields=False)
+    @classmethod
+    def _better_needs_no_direction(cls, better: int, info: ValidationInfo) -> int:
+        if info.data.get("direction", 0) != 0:
+            raise ValueError("only used with direction 0 (direction already gives the sign)")
+        return better
+
+    @field_validator("min_effect", check_fields=False)
+    @classmethod
+    def _min_effect(cls, min_effect: float, info: ValidationInfo) -> float:
+        if min_effect < 0:
+            raise ValueError(f"must be >= 0, got {min_effect}")
+        if info.data.get("direction") == 0 and min_effect == 0:
+            raise ValueError("a 'no effect' claim (direction 0) needs min_effect > 0")
+        return min_effect
+
+    @field_validator("at", check_fields=False)
+    @classmethod
+    def _osc_is_final(cls, at: str, info: ValidationInfo) -> str:
+        metric = info.data.get("metric")
+        names = [metric] if isinstance(metric, str) else list((metric or {}).values())
+        osc = [m for m in names if m in OSC_SOURCES]
+        if osc and at != "final":
+            raise ValueError(f"{osc[0]} summarizes a whole run; only `at: final` is defined")
+        return at
+
+    @field_validator("range", check_fields=False)
+    @classmethod
+    def _range(cls, rng: tuple[float, float] | None, info: ValidationInfo) -> tuple[float, float] | None:
+        if rng is not None and rng[0] > rng[1]:
+            raise ValueError(f"lo > hi in {list(rng)}")
+        if rng is not None and info.data.get("direction") == 0:
+            raise ValueError("a 'no effect' claim (direction 0) has no claimed range")
+        return rng
+
+    def to_measure(self) -> Measure:
+        fields = self.model_dump()
+        return Measure(**{k: v for k, v in fields.items() if k in Measure.__dataclass_fields__})
 
 
-def _parse_figure(raw: Any, i: int, metrics: frozenset[str], where: str) -> FigureSpec:
-    name = raw.get("name") if isinstance(raw, Mapping) else None
-    where = f"{where}: figure '{name}'" if name else f"{where}: figures[{i}]"
-    if not isinstance(raw, Mapping) or raw.get("kind") not in FIGURE_KINDS:
-        got = raw.get("kind") if isinstance(raw, Mapping) else raw
-        raise ConfigError(f"{where}.kind: expected one of {', '.join(FIGURE_KINDS)}, got {got!r}")
-    _check_keys(raw, {"name", "kind"} | FIGURE_KINDS[raw["kind"]], set(), where)
-    # Curve and effects figures are fig_<scale>_<metric with / as _>.png and fig_<scale>_effects.png.
-    taken = {"effects"} | {m.replace("/", "_") for m in metrics}
-    if not isinstance(name, str) or not _FIGURE_NAME.match(name) or name in taken:
-        raise ConfigError(
-            f"{where}.name: expected letters, digits, _ or - (it names fig_<scale>_<name>.png), not "
-            f"'effects' or a metric name with / as _; got {name!r}"
+class _Effect(_Measure):
+    kind: Literal["effect"]
+    metric: MetricSpec
+    treatment: ArmName
+    control: ArmName
+    direction: Sign
+    better: Sign = 1
+    min_effect: Number
+    at: Literal["final", "mean", "init"] = "final"
+    range: tuple[Number, Number] | None = None
+
+
+class _Change(_Measure):
+    kind: Literal["change"]
+    metric: MetricSpec
+    arm: ArmName
+    direction: Sign
+    better: Sign = 1
+    min_effect: Number
+    range: tuple[Number, Number] | None = None
+
+
+class _Value(_Measure):
+    kind: Literal["value"]
+    metric: MetricSpec
+    arm: ArmName
+    at: Literal["final", "mean"] = "final"
+    range: tuple[Number, Number]
+
+
+class _Summary(_Strict):
+    value: Text
+    source: OptionalText = ""
+    correction: OptionalText = ""
+
+
+class _SummaryOnly(_Summary):
+    correction: Text
+
+
+class _Claim(_Strict):
+    id: Text
+    text: Text
+    claimed: Text
+    source: Text
+    summary: _Summary | None = None
+    measure: Annotated[
+        Annotated[_Effect, Tag("<effect>")]
+        | Annotated[_Change, Tag("<change>")]
+        | Annotated[_Value, Tag("<value>")],
+        _kinds(*KINDS),
+    ]
+
+
+class _Column(_Strict):
+    name: Text
+    metric: MetricSpec
+
+
+class _Table(_Strict):
+    title: Text
+    source: OptionalText = ""
+    columns: Annotated[list[_Column], Field(min_length=1)]
+    # arm -> {column name: the paper's value or null}, in file order; an arm with no values may be null.
+    rows: Annotated[
+        dict[
+            Annotated[str, AfterValidator(_check_arm)],
+            Annotated[dict[Annotated[str, AfterValidator(_check_column)], Number | None], _none_is({})],
+        ],
+        Field(min_length=1),
+    ]
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, columns: list[_Column]) -> list[_Column]:
+        names = [c.name for c in columns]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate column name(s) {', '.join(map(repr, dup))}")
+        return columns
+
+
+FigureName = Annotated[str, AfterValidator(_check_figure_name)]
+
+
+class _Scatter(_Strict):
+    name: FigureName
+    kind: Literal["scatter"]
+    x: MetricName
+    y: MetricName
+
+
+class _Bars(_Strict):
+    name: FigureName
+    kind: Literal["bars"]
+    metrics: Annotated[list[MetricName], Field(min_length=1)]
+
+
+class _ClaimedFile(_Strict):
+    paper: Text
+    arxiv: Text
+    arms: Annotated[list[str], Field(min_length=1)]
+    metrics: Annotated[list[str], _none_is([])] = []
+    curves: list[MetricName] | None = None
+    claims: Annotated[list[_Claim], Field(min_length=1)]
+    summary_only: Annotated[list[_SummaryOnly], _none_is([])] = []
+    table: _Table | None = None
+    figures: Annotated[
+        list[
+            Annotated[
+                Annotated[_Scatter, Tag("<scatter>")] | Annotated[_Bars, Tag("<bars>")], _kinds(*FIGURE_KINDS)
+            ]
+        ],
+        _none_is([]),
+    ] = []
+
+    @field_validator("claims")
+    @classmethod
+    def _unique_ids(cls, claims: list[_Claim]) -> list[_Claim]:
+        ids = [c.id for c in claims]
+        if dup := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"duplicate claim id(s) {', '.join(dup)}")
+        return claims
+
+    @field_validator("figures")
+    @classmethod
+    def _unique_figures(cls, figures: list[_Scatter | _Bars]) -> list[_Scatter | _Bars]:
+        names = [f.name for f in figures]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"duplicate name(s) {', '.join(dup)}")
+        return figures
+
+    def to_paper(self, slug: str) -> ClaimedPaper:
+        table = None
+        if self.table is not None:
+            t = self.table
+            columns = tuple(TableColumn(c.name, c.metric) for c in t.columns)
+            table = ResultsTable(t.title, t.source, columns, tuple(t.rows.items()))
+        return ClaimedPaper(
+            slug=slug,
+            paper=self.paper,
+            arxiv=self.arxiv,
+            arms=tuple(self.arms),
+            metrics=KNOWN_METRICS | frozenset(self.metrics),
+            claims=tuple(
+                Claim(
+                    c.id,
+                    c.text,
+                    c.claimed,
+                    c.source,
+                    c.measure.to_measure(),
+                    SummaryClaim(**c.summary.model_dump()) if c.summary else None,
+                )
+                for c in self.claims
+            ),
+            summary_only=tuple(SummaryClaim(**s.model_dump()) for s in self.summary_only),
+            table=table,
+            figures=tuple(
+                FigureSpec(f.name, f.kind, (f.x, f.y) if isinstance(f, _Scatter) else tuple(f.metrics))
+                for f in self.figures
+            ),
+            curves=tuple(self.curves) if self.curves is not None else None,
         )
-    if raw["kind"] == "scatter":
-        chosen = [raw["x"], raw["y"]]
-        keys = ["x", "y"]
+
+
+def _names_in(data: Any) -> dict[str, Any]:
+    """The arms, metrics and table columns a (not yet validated) file declares; a malformed list is
+    None, so references to it go unchecked (the list's own error is reported)."""
+
+    def names(items: Any, key: str | None = None) -> tuple[str, ...] | None:
+        if items is None and key is None:
+            return ()
+        if not isinstance(items, list):
+            return None
+        values = [item.get(key) if key and isinstance(item, Mapping) else item for item in items]
+        return tuple(values) if all(isinstance(v, str) for v in values) else None
+
+    data = data if isinstance(data, Mapping) else {}
+    table = data.get("table") if isinstance(data.get("table"), Mapping) else {}
+    extra = names(data.get("metrics"))
+    return {
+        "arms": names(data.get("arms")) or None,
+        "metrics": KNOWN_METRICS | frozenset(extra) if extra is not None else None,
+        "columns": names(table.get("columns"), "name"),
+    }
+
+
+def _error_line(error: Mapping[str, Any], data: Any) -> str:
+    """`<key path>: <what is wrong and what would be valid>` for one pydantic error."""
+    path, node = "", data
+    for part in error["loc"]:
+        if isinstance(part, str) and (part == "[key]" or part.startswith("<")):
+            continue  # dict-key marker, union tag
+        if isinstance(part, int):
+            path += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            label = next((node[k] for k in ("id", "name") if isinstance(node, Mapping) and k in node), None)
+            path += f" ({label})" if isinstance(label, str) else ""
+        else:
+            path += f".{part}" if path else str(part)
+            node = node.get(part) if isinstance(node, Mapping) else None
+    kind, given = error["type"], error.get("input")
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+    elif kind == "bad_kind":
+        path += ".kind" if path else "kind"
+        got = given.get("kind") if isinstance(given, Mapping) else given
+        message = f"expected one of {error['ctx']['kinds']}, got {got!r}"
+    elif kind == "missing":
+        message = "missing key"
+    elif kind in ("too_short", "string_too_short"):
+        what = {"string_too_short": "string", "too_short": "list" if isinstance(given, list) else "mapping"}
+        message = f"expected a non-empty {what[kind]}"
     else:
-        chosen = raw["metrics"]
-        if not isinstance(chosen, list) or not chosen:
-            raise ConfigError(f"{where}.metrics: expected a non-empty list of metric names, got {chosen!r}")
-        keys = [f"metrics[{j}]" for j in range(len(chosen))]
-    for key, metric in zip(keys, chosen):
-        _check_metric(metric, metrics, f"{where}.{key}")
-    return FigureSpec(name, raw["kind"], tuple(chosen))
+        shown = repr(given) if len(repr(given)) <= 60 else repr(given)[:57] + "..."
+        message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {shown}"
+    return f"{path}: {message}" if path else message
 
 
 def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedPaper:
-    """Validate a loaded claimed.yaml; raises ConfigError naming the claim id and the bad key."""
-    _check_keys(data, *_TOP_KEYS, where)
-    arms = data["arms"]
-    if not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms):
-        raise ConfigError(f"{where}: arms: expected a non-empty list of arm names, got {arms!r}")
-    extra = data.get("metrics") or []
-    if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
-        raise ConfigError(f"{where}: metrics: expected a list of metric names, got {extra!r}")
-    metrics = KNOWN_METRICS | frozenset(extra)
-    if not isinstance(data["claims"], list) or not data["claims"]:
-        raise ConfigError(f"{where}: claims: expected a non-empty list")
-
-    claims: list[Claim] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(data["claims"]):
-        cid = raw.get("id") if isinstance(raw, Mapping) else None
-        cwhere = f"{where}: claim '{cid}'" if cid else f"{where}: claims[{i}]"
-        _check_keys(raw, *_CLAIM_KEYS, cwhere)
-        cid = _text(cid, f"{cwhere}.id")
-        if cid in seen:
-            raise ConfigError(f"{cwhere}: duplicate claim id")
-        seen.add(cid)
-        summary = None
-        if raw.get("summary") is not None:
-            summary = _summary(raw["summary"], {"value"}, f"{cwhere}.summary")
-        claims.append(
-            Claim(
-                id=cid,
-                text=_text(raw["text"], f"{cwhere}.text"),
-                claimed=_text(raw["claimed"], f"{cwhere}.claimed"),
-                source=_text(raw["source"], f"{cwhere}.source"),
-                measure=_parse_measure(raw["measure"], cid, tuple(arms), metrics, where),
-                summary=summary,
-            )
-        )
-
-    summary_only = data.get("summary_only") or []
-    if not isinstance(summary_only, list):
-        raise ConfigError(f"{where}: summary_only: expected a list of {{value, source, correction}}")
-    figures = data.get("figures") or []
-    if not isinstance(figures, list):
-        raise ConfigError(f"{where}: figures: expected a list of {{name, kind, ...}}")
-    specs = [_parse_figure(f, i, metrics, where) for i, f in enumerate(figures)]
-    dup = sorted({f.name for f in specs if [g.name for g in specs].count(f.name) > 1})
-    if dup:
-        raise ConfigError(f"{where}: figures: duplicate name(s) {', '.join(dup)}")
-    return ClaimedPaper(
-        slug=slug,
-        paper=_text(data["paper"], f"{where}: paper"),
-        arxiv=_text(data["arxiv"], f"{where}: arxiv"),
-        arms=tuple(arms),
-        metrics=metrics,
-        claims=tuple(claims),
-        summary_only=tuple(
-            _summary(s, {"value", "correction"}, f"{where}: summary_only[{i}]")
-            for i, s in enumerate(summary_only)
-        ),
-        table=_parse_table(data["table"], tuple(arms), metrics, where)
-        if data.get("table") is not None
-        else None,
-        figures=tuple(specs),
-    )
+    """Validate a loaded claimed.yaml. A bad file raises ConfigError with one line naming the file
+    (`where`), the key path and what would be valid."""
+    try:
+        parsed = _ClaimedFile.model_validate(data, context=_names_in(data))
+    except ValidationError as e:
+        errors = e.errors()
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{where}: {_error_line(errors[0], data)}{more}") from None
+    return parsed.to_paper(slug)
 
 
 def load_claimed(path: Path) -> ClaimedPaper:

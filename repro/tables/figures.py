@@ -1,18 +1,16 @@
 """PNG figures for a paper's comparison table (matplotlib, Agg backend).
 
-Per scale: one curve plot per metric in CURVE_METRICS that some run logged (arms as lines: mean
-over seeds, band = min–max over seeds), one bar chart of every effect/change claim's mean with its
-95% CI, and the figures claimed.yaml declares (`figures:`: scatter of two final values, or bars of
-final values per arm).
-Arms sharing a base name (`dapo`, `dapo_nsr`, ...) share a colour; the suffix sets the line style.
+Per scale: one curve plot per training curve claimed.yaml names (`curves:`, default
+DEFAULT_CURVES) that some run logged (arms as lines: mean over seeds, band = min–max over seeds),
+one bar chart of every effect/change claim's mean with its 95% CI, and the figures claimed.yaml
+declares (`figures:`: scatter of two final values, or bars of final values per arm).
+Arms sharing a base name (`sft`, `sft_lora`, ...) share a colour; the suffix sets the line style.
 Called by `repro.tables.build.write_tables`; files are `fig_<scale>_<name>.png`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,15 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from repro.tables.claims import ArmRecords, ClaimResult, FigureSpec, metric_value  # noqa: E402
+from repro.io import atomic_path  # noqa: E402
+from repro.tables.claims import DEFAULT_CURVES, ArmRecords, ClaimResult, FigureSpec, metric_value  # noqa: E402
+from repro.tables.stats import mean_sd  # noqa: E402
 
-CURVE_METRICS = (
-    "eval/id/greedy_acc",
-    "train/entropy",
-    "train/clipfrac",
-    "train/nbm_abs_sig_of_clipped",
-    "train/reward_mean",
-)
 VERDICT_COLOURS = {
     "reproduced": "tab:green",
     "direction only": "tab:olive",
@@ -44,8 +37,8 @@ _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 
 
 def arm_styles(arms: Sequence[str]) -> dict[str, dict]:
     """Colour family by base name (the part before the first `_`), shade by position within the
-    family (the plain arm darkest), line style by suffix: `dapo` and `dapo_nsr` share a hue,
-    `grpo_nsr` and `dapo_nsr` share a dash. Stable for a given set of arm names."""
+    family (the plain arm darkest), line style by suffix: `sft` and `sft_lora` share a hue,
+    `rl_lora` and `sft_lora` share a dash. Stable for a given set of arm names."""
     arms = sort_arms(arms)
     bases = sorted({a.split("_", 1)[0] for a in arms})
     suffixes = sorted({a.partition("_")[2] for a in arms})
@@ -69,16 +62,11 @@ def sort_arms(arms: Sequence[str]) -> list[str]:
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     # Atomic: render to a temp file in the same folder, then rename over the target.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -169,8 +157,10 @@ def _finals(records: Mapping[int, Mapping], metric: str) -> dict[int, float]:
     return {seed: v for seed, v in values.items() if v is not None}
 
 
-def _sd(values: Sequence[float]) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sd (ddof=1) for error bars; a single seed draws no bar (sd 0)."""
+    mean, sd = mean_sd(values)
+    return mean, sd if len(values) > 1 else 0.0
 
 
 def scatter_figure(records: ArmRecords, x: str, y: str, scale: str, path: Path) -> Path | None:
@@ -190,12 +180,12 @@ def scatter_figure(records: ArmRecords, x: str, y: str, scale: str, path: Path) 
         px, py = points[arm]
         colour = styles[arm]["color"]
         ax.scatter(px, py, s=16, color=colour, alpha=0.4, lw=0, zorder=3)
-        mx, my = float(px.mean()), float(py.mean())
+        (mx, sx), (my, sy) = _mean_sd(px), _mean_sd(py)
         ax.errorbar(
             mx,
             my,
-            xerr=_sd(px),
-            yerr=_sd(py),
+            xerr=sx,
+            yerr=sy,
             fmt="o",
             ms=6,
             color=colour,
@@ -228,7 +218,8 @@ def bars_figure(records: ArmRecords, metrics: Sequence[str], scale: str, path: P
             if not values:
                 continue
             colour = styles[arm]["color"]
-            ax.bar(i, np.mean(values), yerr=_sd(values), color=colour, alpha=0.7, capsize=3)
+            mean, sd = _mean_sd(values)
+            ax.bar(i, mean, yerr=sd, color=colour, alpha=0.7, capsize=3)
             ax.scatter(np.full(len(values), i), values, s=12, color="k", alpha=0.6, zorder=3)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xticks(range(len(arms)))
@@ -250,11 +241,13 @@ def write_figures(
     scale: str,
     out_dir: Path,
     specs: Sequence[FigureSpec] = (),
+    curves: Sequence[str] | None = None,
 ) -> list[tuple[str, Path]]:
-    """All figures of one scale into out_dir, declared ones (`specs`) last; returns (caption, path)
-    for those written (a figure with no data is skipped)."""
+    """All figures of one scale into out_dir: training `curves` (None: DEFAULT_CURVES), claimed
+    effects, then the declared ones (`specs`); returns (caption, path) for those written (a figure
+    with no data is skipped)."""
     written = []
-    for metric in CURVE_METRICS:
+    for metric in DEFAULT_CURVES if curves is None else curves:
         p = curve_figure(records, metric, scale, out_dir / f"fig_{scale}_{metric_slug(metric)}.png")
         if p is not None:
             written.append((f"{metric} per arm ({scale})", p))

@@ -156,7 +156,7 @@ def general_loss(
 
 
 # ------------------------------------------------------------------------------------------
-# Rescue specs: g per element, given the U(0, 1) draws u01 the fast version makes
+# Hard clipping's gradient weight and the generic clip diagnostics
 # ------------------------------------------------------------------------------------------
 
 
@@ -164,117 +164,48 @@ def zeroed(r: float, A: float, eps_low: float, eps_high: float) -> bool:
     return (A > 0 and r > 1 + eps_high) or (A < 0 and r < 1 - eps_low)
 
 
-def keep_prob(r: float, eps_low: float, eps_high: float, delta: float) -> float:
-    """|[1 - delta, 1 + delta] ∩ [(1 - eps_low) / r, (1 + eps_high) / r]| / (2 delta)."""
-    if delta == 0:
-        return 1.0 if 1 - eps_low <= r <= 1 + eps_high else 0.0
-    overlap = min(1 + delta, (1 + eps_high) / r) - max(1 - delta, (1 - eps_low) / r)
-    return min(max(overlap / (2 * delta), 0.0), 1.0)
+def hard_clip_g(ratio: Tensor, adv: Tensor, eps_low: float, eps_high: float) -> Tensor:
+    """Rescue `none`: g = 0 where hard clipping zeroes the gradient, 1 elsewhere, element by element."""
+    flat = [
+        0.0 if zeroed(r, A, eps_low, eps_high) else 1.0
+        for r, A in zip(ratio.reshape(-1).tolist(), adv.reshape(-1).tolist())
+    ]
+    return torch.tensor(flat, dtype=ratio.dtype).reshape(ratio.shape)
 
 
-def rescue_g(
-    spec: str, ratio: Tensor, adv: Tensor, eps_low: float, eps_high: float, u01: Tensor | None, **kw: float
-) -> Tensor:
-    """g for every element of ratio/adv (same shape) under `spec`, one element at a time."""
-    flat_r, flat_a = ratio.reshape(-1).tolist(), adv.reshape(-1).tolist()
-    flat_u = u01.reshape(-1).tolist() if u01 is not None else [None] * len(flat_r)
-    out = []
-    for r, A, u in zip(flat_r, flat_a, flat_u):
-        z = zeroed(r, A, eps_low, eps_high)
-        delta = kw.get("delta", 0.1)
-        if spec == "none":
-            g = 0.0 if z else 1.0
-        elif spec == "decay":
-            g = keep_prob(r, eps_low, eps_high, delta) if z else 1.0
-        elif spec == "perturb":
-            moved = ((1 - delta) + 2 * delta * u) * r
-            g = (1.0 if 1 - eps_low <= moved <= 1 + eps_high else 0.0) if z else 1.0
-        elif spec == "band":
-            near = 1 - kw.get("band_mult", 1.5) * eps_low <= r <= 1 + kw.get("band_mult", 1.5) * eps_high
-            g = (1.0 if near and u < kw.get("keep_prob", 0.2) else 0.0) if z else 1.0
-        elif spec == "push_only":
-            moved = ((1 - delta) + 2 * delta * u) * r
-            in_bound = 1 - eps_low <= r <= 1 + eps_high
-            pushed = in_bound and ((A > 0 and moved > 1 + eps_high) or (A < 0 and moved < 1 - eps_low))
-            g = 0.0 if z or pushed else 1.0
-        else:
-            raise KeyError(spec)
-        out.append(g)
-    return torch.tensor(out, dtype=ratio.dtype).reshape(ratio.shape)
-
-
-# ------------------------------------------------------------------------------------------
-# Diagnostics
-# ------------------------------------------------------------------------------------------
-
-
-def clip_stats(
-    ratio: Tensor,
-    adv: Tensor,
-    g: Tensor,
-    mask: Tensor,
-    eps_low: float,
-    eps_high: float,
-    nbm_abs_width: float,
-    nbm_rel_mult: float,
-) -> dict[str, float]:
+def clip_stats(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low: float, eps_high: float) -> dict[str, float]:
     """Every diagnostic of `repro.algos.objectives.clip_stats`, over the valid tokens one by one.
 
-    ratio and g are per token (B, T) (for GSPO: the sequence's value on each of its tokens).
+    ratio is per token (B, T) (at sequence level: the sequence's value on each of its tokens).
     """
-    keys = "valid valid_sig zeroed zeroed_sig hp hn lp ln abs abs_sig rel rel_sig rescued pushed dev k3"
-    n = dict.fromkeys(keys.split(), 0.0)
+    n = dict.fromkeys("valid zeroed hp hn lp ln dev k3".split(), 0.0)
     r_max = 0.0
     B, T = mask.shape
     for b in range(B):
         for t in range(T):
             if not mask[b, t]:
                 continue
-            r, A, gt = float(ratio[b, t]), float(adv[b]), float(g[b, t])
+            r, A = float(ratio[b, t]), float(adv[b])
             n["valid"] += 1
-            n["valid_sig"] += abs(A)
             n["hp"] += r > 1 + eps_high and A > 0
             n["hn"] += r > 1 + eps_high and A < 0
             n["lp"] += r < 1 - eps_low and A > 0
             n["ln"] += r < 1 - eps_low and A < 0
-            z = zeroed(r, A, eps_low, eps_high)
-            if z:
-                n["zeroed"] += 1
-                n["zeroed_sig"] += abs(A)
-                n["rescued"] += gt
-                if 1 - eps_low - nbm_abs_width <= r <= 1 + eps_high + nbm_abs_width:
-                    n["abs"] += 1
-                    n["abs_sig"] += abs(A)
-                if 1 - nbm_rel_mult * eps_low <= r <= 1 + nbm_rel_mult * eps_high:
-                    n["rel"] += 1
-                    n["rel_sig"] += abs(A)
-            else:
-                n["pushed"] += 1 - gt
+            n["zeroed"] += zeroed(r, A, eps_low, eps_high)
             n["dev"] += abs(r - 1)
             n["k3"] += (r - 1) - math.log(r)
             r_max = max(r_max, r)
 
-    def frac(num: str, den: str) -> float:
-        return n[num] / n[den] if n[den] > 0 else 0.0
+    def frac(num: str) -> float:
+        return n[num] / n["valid"] if n["valid"] > 0 else 0.0
 
     return {
-        "clipfrac": frac("zeroed", "valid"),
-        "clipfrac_high_pos_adv": frac("hp", "valid"),
-        "clipfrac_high_neg_adv": frac("hn", "valid"),
-        "clipfrac_low_pos_adv": frac("lp", "valid"),
-        "clipfrac_low_neg_adv": frac("ln", "valid"),
-        "nbm_abs_tok": frac("abs", "valid"),
-        "nbm_abs_tok_of_clipped": frac("abs", "zeroed"),
-        "nbm_abs_sig": frac("abs_sig", "valid_sig"),
-        "nbm_abs_sig_of_clipped": frac("abs_sig", "zeroed_sig"),
-        "nbm_rel_tok": frac("rel", "valid"),
-        "nbm_rel_tok_of_clipped": frac("rel", "zeroed"),
-        "nbm_rel_sig": frac("rel_sig", "valid_sig"),
-        "nbm_rel_sig_of_clipped": frac("rel_sig", "zeroed_sig"),
-        "rescued_frac": frac("rescued", "valid"),
-        "rescued_frac_of_clipped": frac("rescued", "zeroed"),
-        "pushed_frac": frac("pushed", "valid"),
-        "ratio_dev": frac("dev", "valid"),
-        "kl_k3": frac("k3", "valid"),
+        "clipfrac": frac("zeroed"),
+        "clipfrac_high_pos_adv": frac("hp"),
+        "clipfrac_high_neg_adv": frac("hn"),
+        "clipfrac_low_pos_adv": frac("lp"),
+        "clipfrac_low_neg_adv": frac("ln"),
+        "ratio_dev": frac("dev"),
+        "kl_k3": frac("k3"),
         "ratio_max": r_max,
     }

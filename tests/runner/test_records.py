@@ -87,6 +87,7 @@ def test_failed_record_never_touches_the_successful_one(tmp_path):
     records.write_record(_record(), ok_path)
     assert not failed_path.exists()
     assert sorted(p.name for p in ok_path.parent.iterdir()) == ["seed1.json"]
+    assert ok_path.stat().st_mode & 0o777 == 0o644  # readable by whoever commits or serves results
 
 
 def test_make_record_rejects_unknown_status():

@@ -17,6 +17,7 @@ CLAIMED = """
 paper: "Toy Paper (Doe et al.)"
 arxiv: "2600.00001"
 arms: [base, base_new, base_push, other]
+metrics: [train/toy_share]   # a paper's own metric, logged by its registered functions
 claims:
   - id: improves
     text: The new arm raises accuracy.
@@ -40,7 +41,7 @@ claims:
     text: A third of the signal is near the boundary.
     claimed: "none"
     source: "[secondary]"
-    measure: {kind: value, metric: train/nbm_abs_sig, arm: base, at: mean, range: [0.28, 0.35]}
+    measure: {kind: value, metric: train/toy_share, arm: base, at: mean, range: [0.28, 0.35]}
   - id: other_helps
     text: The other arm helps.
     claimed: "+1"
@@ -76,7 +77,7 @@ def make_record(
             ],
             "train/entropy": [[s, float(1 - 0.02 * s + 0.01 * rng.standard_normal())] for s in range(1, 21)],
             "train/reward_mean": [[s, float(0.3 + 0.02 * s)] for s in range(1, 21)],
-            "train/nbm_abs_sig": [[s, 0.3] for s in range(1, 21)],
+            "train/toy_share": [[s, 0.3] for s in range(1, 21)],
         },
         "provenance": {"git_sha": "abcdef1234567890", "git_dirty": False, "wall_time_s": 40.0},
     }
@@ -134,7 +135,7 @@ def test_figures_written_and_embedded(dirs):
     results, tables = dirs
     report = write_tables(SLUG, results, tables)
     names = {p.name for p in report.figures}
-    # train/clipfrac and train/nbm_abs_sig_of_clipped are in no record: skipped.
+    # The default curves; train/clipfrac is in no record: skipped.
     assert names == {
         "fig_micro_eval_id_greedy_acc.png",
         "fig_micro_train_entropy.png",
@@ -215,10 +216,24 @@ def test_write_all_and_missing_claims(dirs, tmp_path):
         write_tables("nope", results, tables)
 
 
+def test_declared_curves_replace_the_default_ones_in_their_order(dirs):
+    results, tables = dirs
+    claimed = CLAIMED.replace("claims:", "curves: [train/toy_share, train/entropy]\nclaims:", 1)
+    (tables / SLUG / "claimed.yaml").write_text(claimed)
+    report = write_tables(SLUG, results, tables)
+    curves = [p.name for p in report.figures if p.name != "fig_micro_effects.png"]
+    assert curves == ["fig_micro_train_toy_share.png", "fig_micro_train_entropy.png"]
+    md = report.path.read_text()
+    assert md.index("fig_micro_train_toy_share.png") < md.index("fig_micro_train_entropy.png")
+    assert not (tables / SLUG / "fig_micro_eval_id_greedy_acc.png").exists()
+
+
 def test_bad_claim_fails_before_writing(dirs):
     results, tables = dirs
     (tables / SLUG / "claimed.yaml").write_text(CLAIMED.replace("treatment: other", "treatment: othr"))
-    with pytest.raises(ConfigError, match=r"claim 'other_helps'.*treatment.*'othr'"):
+    with pytest.raises(
+        ConfigError, match=r"claimed\.yaml: claims\[4\] \(other_helps\)\.measure\.treatment: .*'othr'"
+    ):
         write_tables(SLUG, results, tables)
     assert not (tables / SLUG / "comparison.md").exists()
 
@@ -241,7 +256,7 @@ def test_one_table_per_scale(dirs):
 # --- results table, popular-summary section, declared figures, equivalence claims -------------
 
 EXTRA = """
-metrics: [eval/retention/mmlu_acc]
+metrics: [train/toy_share, eval/retention/mmlu_acc]
 summary_only:
   - {value: "cut SFT to one epoch, then three light RL iterations", source: "popular summary",
      correction: "not in the paper"}

@@ -95,7 +95,7 @@ def test_verdict_branches(measure, ci, expected):
 
 
 def test_value_verdict_is_range_overlap():
-    m = Measure("value", "train/nbm_abs_sig", arm="base", at="mean", range=(0.28, 0.35))
+    m = Measure("value", "train/toy_share", arm="base", at="mean", range=(0.28, 0.35))
     assert verdict(m, est(0.30, 0.40)) == REPRODUCED
     assert verdict(m, est(0.10, 0.20)) == NOT_REPRODUCED
     assert verdict(m, est(0.36, 0.40)) == NOT_REPRODUCED
@@ -104,7 +104,7 @@ def test_value_verdict_is_range_overlap():
 def test_one_seed_is_inconclusive():
     one = Estimate(0.5, math.nan, 1, None, (1,))
     assert verdict(effect(1), one) == INCONCLUSIVE
-    assert verdict(Measure("value", "train/nbm_abs_sig", arm="a", range=(0, 1)), one) == INCONCLUSIVE
+    assert verdict(Measure("value", "train/toy_share", arm="a", range=(0, 1)), one) == INCONCLUSIVE
 
 
 # --- evaluate on in-memory records ------------------------------------------------------------
@@ -196,14 +196,68 @@ def minimal(**measure) -> dict:
     }
 
 
-def test_unknown_arm_names_claim_and_key():
-    with pytest.raises(ConfigError, match=r"my_claim.*treatment.*'nwe'"):
+# A bad file gives one line: `<file>: <key path> (<claim id>): <what is wrong; what is valid>`.
+PATH = r"^claimed\.yaml: claims\[0\] \(my_claim\)\.measure\."
+
+
+def test_unknown_arm_names_file_claim_and_key():
+    with pytest.raises(
+        ConfigError, match=PATH + r"treatment: unknown arm 'nwe'; arms declared in `arms:`: new, base$"
+    ):
         parse_claimed(minimal(treatment="nwe"), "toy")
 
 
-def test_unknown_metric_names_claim_and_key():
-    with pytest.raises(ConfigError, match=r"my_claim.*metric.*eval/id/greedy_accc"):
+def test_unknown_metric_names_file_claim_and_key():
+    with pytest.raises(
+        ConfigError,
+        match=PATH + r"metric: unknown metric 'eval/id/greedy_accc'; .*Known: .*eval/id/greedy_acc",
+    ):
         parse_claimed(minimal(metric="eval/id/greedy_accc"), "toy")
+
+
+def test_error_is_one_line_naming_the_file_and_counting_the_rest(tmp_path):
+    data = minimal(treatment="nwe", min_effect="big")
+    data["figures"] = [{"name": "f", "kind": "line"}]
+    path = tmp_path / "toy" / "claimed.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_claimed(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: claims[0] (my_claim).measure.treatment: unknown arm 'nwe'")
+    assert message.endswith("(and 2 more error(s))")
+
+
+@pytest.mark.parametrize(
+    "top, match",
+    [
+        (
+            {"paprer": "P"},
+            r"^claimed\.yaml: unknown key\(s\) paprer; allowed: arms, arxiv, claims, curves, figures",
+        ),
+        ({"arms": []}, r"^claimed\.yaml: arms: expected a non-empty list$"),
+        ({"arms": "new"}, r"^claimed\.yaml: arms: input should be a valid list, got 'new'$"),
+        ({"claims": []}, r"^claimed\.yaml: claims: expected a non-empty list$"),
+        ({"curves": ["train/nope"]}, r"^claimed\.yaml: curves\[0\]: unknown metric 'train/nope'"),
+        ({"paper": "  "}, r"^claimed\.yaml: paper: expected a non-empty string$"),
+    ],
+)
+def test_bad_top_level_keys_are_rejected(top, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_claimed(minimal() | top, "toy")
+
+
+def test_a_file_that_is_not_a_mapping_is_rejected():
+    with pytest.raises(ConfigError, match=r"^claimed\.yaml: input should be a valid dictionary"):
+        parse_claimed(["claims"], "toy")
+
+
+def test_duplicate_claim_ids_are_rejected():
+    data = minimal()
+    data["claims"] = data["claims"] * 2
+    with pytest.raises(ConfigError, match=r"^claimed\.yaml: claims: duplicate claim id\(s\) my_claim$"):
+        parse_claimed(data, "toy")
 
 
 def test_metric_per_scale_is_judged_with_that_scales_metric():
@@ -222,9 +276,9 @@ def test_metric_per_scale_is_judged_with_that_scales_metric():
     on_small = evaluate(claim(m), records, "small")
     assert on_small.estimate.mean == pytest.approx(0.52) and on_small.verdict == REPRODUCED
     assert evaluate(claim(m), records, "paper").verdict == NOT_RUN
-    with pytest.raises(ConfigError, match=r"metric\.small: unknown metric"):
+    with pytest.raises(ConfigError, match=PATH + r"metric\.small: unknown metric 'eval/nope'"):
         parse_claimed(minimal(metric={"micro": "eval/id/greedy_acc", "small": "eval/nope"}), "toy")
-    with pytest.raises(ConfigError, match="empty mapping"):
+    with pytest.raises(ConfigError, match=PATH + "metric: empty mapping"):
         parse_claimed(minimal(metric={}), "toy")
 
 
@@ -237,30 +291,40 @@ def test_extra_metrics_can_be_declared():
 @pytest.mark.parametrize(
     "measure, match",
     [
-        ({"min_efect": 0.1}, "unknown key.*min_efect"),
-        ({"direction": 2}, "direction"),
-        ({"direction": 0, "range": [0, 1]}, "range"),
-        ({"at": "last"}, "at"),
-        ({"metric": "osc/reward", "at": "mean"}, "osc/reward"),
-        ({"better": -1}, "better"),
-        ({"control": "new"}, "same arm"),
-        ({"range": [0.3, 0.1]}, "lo > hi"),
+        ({"min_efect": 0.1}, "unknown key.*min_efect; allowed: at, better, control, direction"),
+        ({"direction": 2}, "direction: expected one of -1, 0, 1, got 2"),
+        ({"direction": True}, "direction: input should be a valid integer, got True"),
+        ({"direction": 0, "range": [0, 1]}, "range: a 'no effect' claim"),
+        ({"at": "last"}, "at: input should be 'final', 'mean' or 'init', got 'last'"),
+        ({"metric": "osc/reward", "at": "mean"}, "at: osc/reward summarizes a whole run"),
+        ({"better": -1}, "better: only used with direction 0"),
+        ({"control": "new"}, "control: treatment and control are the same arm 'new'"),
+        ({"range": [0.3, 0.1]}, r"range: lo > hi in \[0\.3, 0\.1\]"),
+        ({"min_effect": -0.1}, "min_effect: must be >= 0"),
+        ({"min_effect": "0.1"}, "min_effect: input should be a valid number, got '0.1'"),
+        ({"direction": 0, "min_effect": 0.0}, "min_effect: a 'no effect' claim .* needs min_effect > 0"),
+        ({"kind": "size"}, "kind: expected one of effect, change, value, got 'size'"),
+        ({"kind": "value", "range": [0, 1]}, "unknown key.*control, direction"),
+        ({"arm": "base"}, "unknown key.*arm; allowed"),
     ],
 )
 def test_bad_measures_are_rejected(measure, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=PATH.removesuffix(r"\.") + r".*" + match):
         parse_claimed(minimal(**measure), "toy")
 
 
-def test_clipping_bottleneck_claims_parse_and_use_known_names():
+def test_clipping_bottleneck_claims_parse_and_use_declared_names():
     path = REPO / "paper_tables" / "clipping_bottleneck" / "claimed.yaml"
     paper = load_claimed(path)
     assert paper.slug == "clipping_bottleneck" and paper.arxiv == "2605.22703"
     assert set(paper.arms) == CLIPPING_ARMS
-    assert "metrics" not in yaml.safe_load(path.read_text())  # only the trainer's own metrics
+    # The paper's own metrics (its package's stats) are declared in the file, not in the library.
+    declared = set(yaml.safe_load(path.read_text())["metrics"])
+    assert declared and not declared & KNOWN_METRICS and paper.metrics == KNOWN_METRICS | declared
+    assert paper.curves is not None and set(paper.curves) <= paper.metrics
     for c in paper.claims:
         assert set(c.measure.arms) <= CLIPPING_ARMS, c.id
-        assert c.measure.metric in KNOWN_METRICS, c.id
+        assert c.measure.metric in paper.metrics, c.id
         assert c.source and c.claimed and c.text
     kinds = {c.measure.kind for c in paper.claims}
     assert kinds == {"effect", "change", "value"}
@@ -269,6 +333,11 @@ def test_clipping_bottleneck_claims_parse_and_use_known_names():
     assert by_id["nsr_less_oscillation"].measure.direction == -1
     # Magnitudes from 7B models are not comparable at micro scale: ranges only on the shares.
     assert {c.id for c in paper.claims if c.measure.range} == {"band_share_of_clipped", "band_share_of_all"}
+
+
+def test_every_committed_claims_file_parses():
+    for path in sorted((REPO / "paper_tables").glob("*/claimed.yaml")):
+        assert load_claimed(path).claims, path
 
 
 def test_known_metrics_cover_the_retention_and_drift_keys_trainers_log():
@@ -349,9 +418,9 @@ def test_equivalence_change_on_records():
 def test_better_zero_parses_only_with_direction_zero():
     m = parse_claimed(minimal(direction=0, better=0), "toy").claims[0].measure
     assert (m.direction, m.better) == (0, 0)
-    with pytest.raises(ConfigError, match=r"my_claim.*better: only used with direction 0"):
+    with pytest.raises(ConfigError, match=PATH + r"better: only used with direction 0"):
         parse_claimed(minimal(direction=1, better=0), "toy")
-    with pytest.raises(ConfigError, match=r"my_claim.*better: expected one of -1, 0, 1, got 2"):
+    with pytest.raises(ConfigError, match=PATH + r"better: expected one of -1, 0, 1, got 2"):
         parse_claimed(minimal(direction=0, better=2), "toy")
 
 
@@ -421,71 +490,86 @@ def table_with(**changes) -> dict:
 @pytest.mark.parametrize(
     "top, match",
     [
-        ({"summary_only": [{"value": "x"}]}, r"summary_only\[0\]: missing key\(s\) correction"),
+        ({"summary_only": [{"value": "x"}]}, r"summary_only\[0\]\.correction: missing key"),
         (
             {"summary_only": [{"value": "x", "correction": "y", "why": 1}]},
-            r"summary_only\[0\].*unknown key.*why",
+            r"summary_only\[0\]: unknown key\(s\) why; allowed: correction, source, value",
         ),
-        ({"summary_only": {"value": "x"}}, "summary_only: expected a list"),
-        ({"table": table_with(row_sft={"GSM8K": 0.5})}, r"table.rows.sft: unknown arm 'sft'.*new, base, rl"),
+        ({"summary_only": {"value": "x"}}, "summary_only: input should be a valid list"),
+        (
+            {"table": table_with(row_sft={"GSM8K": 0.5})},
+            r"table\.rows\.sft: unknown arm 'sft'.*new, base, rl",
+        ),
         (
             {"table": table_with(row_rl={"GSM8k": 0.5})},
-            r"table.rows.rl: unknown column\(s\) 'GSM8k'; columns: GSM8K, MMD",
+            r"table\.rows\.rl\.GSM8k: unknown column 'GSM8k'; columns: GSM8K, MMD",
         ),
         (
             {"table": table_with(row_rl={"GSM8K": float("nan")})},
-            r"table.rows.rl.GSM8K: expected a finite number",
+            r"table\.rows\.rl\.GSM8K: input should be a finite number, got nan",
         ),
-        ({"table": table_with(row_rl={"GSM8K": "0.5"})}, r"table.rows.rl.GSM8K: expected a finite number"),
-        ({"table": table_with(row_rl=[0.5])}, r"table.rows.rl: expected a mapping"),
+        (
+            {"table": table_with(row_rl={"GSM8K": "0.5"})},
+            r"table\.rows\.rl\.GSM8K: input should be a valid number",
+        ),
+        ({"table": table_with(row_rl=[0.5])}, r"table\.rows\.rl: input should be a valid dictionary"),
         (
             {"table": table_with(columns=[{"name": "A", "metric": "eval/id/greedy_acc"}] * 2)},
-            r"table.columns\[1\].name: duplicate column name 'A'",
+            r"table\.columns: duplicate column name\(s\) 'A'",
         ),
         (
             {"table": table_with(columns=[{"name": "A", "metric": {"small": "eval/gsm8k/accc"}}])},
-            r"table.columns\[0\].metric.small: unknown metric 'eval/gsm8k/accc'",
+            r"table\.columns\[0\] \(A\)\.metric\.small: unknown metric 'eval/gsm8k/accc'",
         ),
-        ({"table": table_with(columns=[{"name": "A", "metric": {}}])}, r"table.columns\[0\].metric: empty"),
-        ({"table": table_with(columns=[])}, r"table.columns: expected a non-empty list"),
-        ({"table": table_with(rows={})}, r"table.rows: expected a non-empty mapping"),
-        ({"table": {"title": "t", "columns": [], "rowz": {}}}, r"table: missing key\(s\) rows"),
+        (
+            {"table": table_with(columns=[{"name": "A", "metric": {}}])},
+            r"table\.columns\[0\] \(A\)\.metric: empty",
+        ),
+        ({"table": table_with(columns=[])}, r"table\.columns: expected a non-empty list"),
+        ({"table": table_with(rows={})}, r"table\.rows: expected a non-empty mapping"),
+        (
+            {"table": {"title": "t", "columns": [], "rowz": {}}},
+            r"table: unknown key\(s\) rowz; allowed: columns, rows",
+        ),
         (
             {"figures": [{"name": "f", "kind": "line", "x": "a"}]},
-            r"figure 'f'.kind: expected one of scatter, bars",
+            r"figures\[0\] \(f\)\.kind: expected one of scatter, bars, got 'line'",
         ),
         (
             {"figures": [{"name": "f", "kind": "scatter", "x": "retention/ratio"}]},
-            r"figure 'f': missing key\(s\) y",
+            r"figures\[0\] \(f\)\.y: missing key",
         ),
         (
             {"figures": [{"name": "f", "kind": "scatter", "x": "retention/ratio", "y": "drift/mmd"}]},
-            r"figure 'f'.y: unknown metric 'drift/mmd'",
+            r"figures\[0\] \(f\)\.y: unknown metric 'drift/mmd'",
         ),
         (
             {"figures": [{"name": "f", "kind": "bars", "metrics": []}]},
-            r"figure 'f'.metrics: expected a non-empty",
+            r"figures\[0\] \(f\)\.metrics: expected a non-empty list",
         ),
         (
             {"figures": [{"name": "f", "kind": "scatter", "x": ["drift/mmd2"], "y": "drift/mmd2"}]},
-            r"figure 'f'.x: unknown metric \['drift/mmd2'\]",
+            r"figures\[0\] \(f\)\.x: input should be a valid string, got \['drift/mmd2'\]",
         ),
         (
             {"summary_only": [{"value": "x", "correction": ""}]},
-            r"summary_only\[0\].correction: expected a non-empty",
+            r"summary_only\[0\]\.correction: expected a non-empty string",
         ),
         (
             {"figures": [{"name": "f", "kind": "bars", "metrics": ["retention/ratio", "x/y"]}]},
-            r"figure 'f'.metrics\[1\]: unknown metric 'x/y'",
+            r"figures\[0\] \(f\)\.metrics\[1\]: unknown metric 'x/y'",
         ),
-        ({"figures": [{"name": "a/b", "kind": "bars", "metrics": ["drift/mmd2"]}]}, r"figure 'a/b'.name"),
+        (
+            {"figures": [{"name": "a/b", "kind": "bars", "metrics": ["drift/mmd2"]}]},
+            r"figures\[0\] \(a/b\)\.name: expected letters",
+        ),
         (
             {"figures": [{"name": "effects", "kind": "bars", "metrics": ["drift/mmd2"]}]},
-            r"figure 'effects'.name",
+            r"figures\[0\] \(effects\)\.name",
         ),
         (
             {"figures": [{"name": "train_entropy", "kind": "bars", "metrics": ["drift/mmd2"]}]},
-            r"figure 'train_entropy'.name",
+            r"figures\[0\] \(train_entropy\)\.name",
         ),
         (
             {"figures": [{"name": "f", "kind": "bars", "metrics": ["drift/mmd2"]}] * 2},
@@ -494,5 +578,5 @@ def table_with(**changes) -> dict:
     ],
 )
 def test_bad_sections_are_rejected(top, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=r"^claimed\.yaml: " + match):
         parse_claimed(full(**top), "toy")

@@ -1,4 +1,4 @@
-"""Paired-by-seed effects and one-sample summaries against hand computations."""
+"""mean ± sd, paired-by-seed effects and one-sample summaries against hand computations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repro.tables.stats import paired_effect, summarize
+from repro.tables.stats import format_mean_sd, mean_sd, paired_effect, summarize
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+
+
+def test_mean_sd_is_the_sample_sd_and_undefined_below_two_values():
+    mean, sd = mean_sd([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7) and sd == pytest.approx(0.2)
+    one = mean_sd(iter([0.3]))
+    assert one[0] == 0.3 and math.isnan(one[1])
+    assert all(math.isnan(v) for v in mean_sd([]))
+
+
+def test_format_mean_sd():
+    assert format_mean_sd(0.7, 0.2, "{:.3f}".format) == "0.700 ± 0.200"
+    assert format_mean_sd(0.1, 0.02, "{:+.2f}".format, "{:.1e}".format, n=3) == "+0.10 ± 2.0e-02 (n=3)"
 
 
 def test_paired_effect_matches_hand_computation():
