@@ -31,13 +31,6 @@ class CurveLogger:
         pass
 
 
-def validate(cfg) -> None:
-    """The configured trainer's checks, after importing the paper's registered functions (as every
-    `repro run` job does)."""
-    runner.import_paper_modules(ROOT, cfg.get("paper"))
-    TRAINERS[cfg.trainer.name].validate(cfg)
-
-
 def train(cfg):
     """Run the configured trainer; returns (final metrics, {metric: [(step, value), ...]}).
     Imports the paper's registered functions first, as every `repro run` job does."""

@@ -7,7 +7,7 @@ drift compares two identical samples of its own states, so drift/mmd2 is the est
 zero shift (unbiased: about 0, can be slightly negative). The model is saved like a trained one,
 so a chained stage (repro.pipeline) can name the base arm as its teacher or starting point.
 
-Run:  repro run experiment=states_not_tokens/base
+Run:  repro run experiment=<paper>/<arm> (an arm with `override /trainer: eval_only`)
 """
 
 from __future__ import annotations

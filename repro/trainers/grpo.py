@@ -1,4 +1,4 @@
-"""GRPO-family policy-gradient trainer (GRPO, DAPO, GSPO, NSR and what later papers plug in).
+"""GRPO-family policy-gradient trainer (GRPO, DAPO, GSPO and what papers plug in).
 
 Reads top to bottom as the algorithm, CleanRL style. Each step:
     rollout -> reward (-> DAPO dynamic sampling) -> advantage -> old log-probs
@@ -8,7 +8,7 @@ states). Each stage is a registered function picked by name in the config (repro
 Bookkeeping lives elsewhere: config checks run before training (TrainerSpec.validate), seeding,
 optimiser and the clipped step are repro.trainers.common, progress display is the logger's.
 
-Run:  repro run experiment=clipping_bottleneck/dapo seed=1 trainer.steps=50
+Run:  repro run experiment=<paper>/<arm> seed=1 trainer.steps=50
 """
 
 from __future__ import annotations
