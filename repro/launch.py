@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from repro import config, pipeline, records, runner, tracking
 from repro.errors import ConfigError
 from repro.registry import UnknownNameError
+from repro.tables.arms import arm_table, sync_readme
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,12 @@ def reproduce(
 
 
 def build_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> tuple[str, bool]:
-    """Build one paper's tables: (one line saying what happened, ok). A paper without
-    claimed.yaml is skipped; any other error is reported, not raised (runs are recorded)."""
+    """Build one paper's tables: (one line saying what happened, ok). The package README's arm
+    table is regenerated from its YAML files first. A paper without claimed.yaml is skipped; any
+    other error is reported, not raised (runs are recorded)."""
+    readme = config.package_dir(config.find_root(), slug) / "README.md"
+    if readme.exists():
+        sync_readme(readme, arm_table(config.find_root(), slug))
     if not (tables_dir / slug / "claimed.yaml").exists():
         return f"skipped: no {tables_dir / slug / 'claimed.yaml'}", True
     from repro.tables.build import write_tables

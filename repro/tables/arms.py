@@ -41,7 +41,11 @@ def arm_values(path: Path) -> list[tuple[str, str, str]]:
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
         m = _KEY.match(raw)
-        if not m:
+        if not m or raw.lstrip().startswith("- {"):
+            item = raw.strip()
+            if item.startswith("- ") and stack and not in_defaults:  # a list item: `- {name: ...}`
+                value, comment = _split_comment(item[2:])
+                out.append((".".join(k for _, k, _ in stack), value, comment or stack[-1][2]))
             continue
         indent, key, rest = len(m.group(1)), m.group(2).strip('"'), m.group(3)
         if indent == 0:
