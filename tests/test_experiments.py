@@ -169,7 +169,7 @@ def test_committed_micro_runs_show_clipping_at_default_settings():
 
 
 def test_grpo_trains_any_hf_checkpoint(tmp_path):
-    """The small/paper-scale path: `model.kind=hf` loads a saved HF folder (here a tiny Qwen2 with
+    """The small/paper-scale path: `model=hf` loads a saved HF folder (here a tiny Qwen2 with
     the micro tokenizer) and the same trainer runs on it."""
     from omegaconf import OmegaConf
     from transformers import Qwen2Config, Qwen2ForCausalLM

@@ -113,7 +113,7 @@ def encode_pairs(tok, pairs: list[tuple[str, str]]) -> Rollout:
 
 def save_checkpoint(cfg: DictConfig, model, tok) -> Path:
     """save_pretrained the final model (LoRA merged into the weights) and tokenizer; returns the dir.
-    Load it later with `model.kind=hf model.path=<dir>` or as `trainer.teacher=<dir>`."""
+    Load it later with `model=hf model.path=<dir>` or as `trainer.teacher=<dir>`."""
     out = checkpoint_dir(cfg)
     if hasattr(model, "merge_and_unload"):  # peft: save a plain model later stages can load
         model = model.merge_and_unload()

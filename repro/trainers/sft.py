@@ -9,7 +9,7 @@ The states it trains on are the demonstrations' prefixes, a solution style the b
 writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*`
 measures how far off-policy they are.
 The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
-(`trainer.teacher=<dir>` of opd / offline_distill, or `model.kind=hf model.path=<dir>`).
+(`trainer.teacher=<dir>` of opd / offline_distill, or `model=hf model.path=<dir>`).
 
 Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=sft seed=1 trainer.epochs=1
 """

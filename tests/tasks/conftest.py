@@ -55,7 +55,7 @@ def task_root(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory) -> Path:
-    """A saved 2-layer Llama (random weights) with a byte-level tokenizer: `model.kind=hf`."""
+    """A saved 2-layer Llama (random weights) with a byte-level tokenizer: `model=hf`."""
     from repro.eval.lm_eval_tasks import QA_PRIMER
 
     texts = [r["question"] + "\n" + r["answer"] for r in GSM8K + GSM8K_TRAIN]

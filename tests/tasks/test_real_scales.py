@@ -36,9 +36,8 @@ def run(trainer, scale, model_dir, data_dir):
     cfg = compose(
         f"trainer={trainer}",
         f"scale={scale}",
-        "model.kind=hf",
-        f"++model.path={model_dir}",
-        "model.dtype=float32",
+        "model=hf",
+        f"model.path={model_dir}",
         f"task.data_dir={data_dir}",
         *TINY,
         *STEPS[trainer],
