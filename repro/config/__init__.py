@@ -6,6 +6,7 @@ Imports only errors/registry below it; pipeline, runner, launch and cli build on
 from repro.config.compose import (
     CONFIG_NAME,
     EVAL_CONFIG_NAME,
+    base_of_seed,
     compose,
     compose_eval,
     compose_once,
@@ -34,6 +35,7 @@ __all__ = [
     "EVAL_CONFIG_NAME",
     "SUITE_FILE",
     "Suite",
+    "base_of_seed",
     "check_slug",
     "compose",
     "compose_eval",

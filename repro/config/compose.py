@@ -109,6 +109,7 @@ def finalize(
     scale_file = paper_scale_file(root, cfg.paper, choices.get("scale"))
     if scale_file is not None:
         cfg = apply_paper_scale(cfg, scale_file)
+    cfg = with_base(cfg)
     if validate:
         import_paper_modules(root, cfg.paper)
         schema.validate(cfg, choices, overrides)
@@ -136,6 +137,23 @@ def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
     for section in sections:
         if section in delta:
             cfg = OmegaConf.merge(cfg, delta[section])
+    return cfg
+
+
+def base_of_seed(seed: int) -> int:
+    """The micro base a run of `seed` starts from unless `model.base` says: (seed - 1) mod N_BASES,
+    so that seeds 1, 2, 3, ... of a suite spread over the shipped bases (seed 1 -> base 0)."""
+    return (seed - 1) % schema.N_BASES
+
+
+def with_base(cfg: DictConfig) -> DictConfig:
+    """Set a micro model's `base: null` to `base_of_seed(seed)` (any other model has no base)."""
+    if OmegaConf.select(cfg, "model.kind") != "micro" or OmegaConf.select(cfg, "model.base") is not None:
+        return cfg
+    seed = OmegaConf.select(cfg, "seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):  # a bad seed is validation's to report
+        with open_dict(cfg):
+            cfg.model.base = base_of_seed(seed)
     return cfg
 
 
