@@ -44,7 +44,12 @@ class RolloutBackend(Protocol):
         temperature: float,
         greedy: bool = False,
         seed: int | None = None,
-    ) -> Rollout: ...
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """Sample `n` completions per prompt. The sampling noise comes from `generator` (a run's
+        named stream, repro.trainers.common.Streams), else from `seed`, else from torch's global
+        generator; a backend draws nothing else from `generator` and never reseeds the global one."""
+        ...
 
 
 def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -66,9 +71,29 @@ class HFGenerateBackend:
         self.stop_strings = list(stop_strings) if stop_strings else None
 
     @torch.no_grad()
-    def generate(self, model, prompts, *, n=1, max_new_tokens=32, temperature=1.0, greedy=False, seed=None):
-        if seed is not None:
+    def generate(
+        self,
+        model,
+        prompts,
+        *,
+        n=1,
+        max_new_tokens=32,
+        temperature=1.0,
+        greedy=False,
+        seed=None,
+        generator=None,
+    ):
+        if generator is None and seed is None:
+            return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
+        # `generate` samples from torch's global generator: seed it privately for this call (one
+        # draw from `generator`), leaving the global stream as it was.
+        if generator is not None:
+            seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
+
+    def _generate(self, model, prompts, n, max_new_tokens, temperature, greedy) -> Rollout:
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
         gen_cfg = GenerationConfig(
             max_new_tokens=max_new_tokens,

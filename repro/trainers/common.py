@@ -1,7 +1,7 @@
 """Bookkeeping every trainer shares (grpo, sft, opd, offline_distill, eval_only), so that a
 trainer's loop is the algorithm:
 
-    rng, gen = seed_run(cfg)                         # torch threads; Python/NumPy/torch seeds
+    streams = seed_run(cfg)                          # torch threads; seeds; named random streams
     opt = optimizer(model, cfg.trainer)              # AdamW over the trainable parameters
     grad_norm = optimizer_step(model, opt, loss, cfg.trainer, step)   # backward, clip, step
     model = with_lora(model, cfg.trainer.lora)       # peft adapters, or the model unchanged
@@ -26,16 +26,17 @@ from repro.models import load_policy
 from repro.models.micro import load_checkpoint
 from repro.provenance import checkpoint_dir
 from repro.rollout import Rollout
+from repro.streams import Streams
 
 
-def seed_run(cfg: DictConfig) -> tuple[random.Random, torch.Generator]:
-    """Use `trainer.threads` torch threads; seed Python, NumPy and torch with `cfg.seed`; return
-    a data rng and a torch generator of the run's own (both seeded with `cfg.seed`)."""
+def seed_run(cfg: DictConfig) -> Streams:
+    """Use `trainer.threads` torch threads; seed Python, NumPy and torch with `cfg.seed` (for
+    anything outside the named streams); return the run's named streams."""
     torch.set_num_threads(cfg.trainer.threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    return random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    return Streams(int(cfg.seed))
 
 
 def optimizer(model, t: DictConfig) -> torch.optim.Optimizer:

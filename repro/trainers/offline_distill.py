@@ -35,7 +35,7 @@ from repro.trainers.common import (
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    rng, _ = seed_run(cfg)  # rng: train prompts
+    streams = seed_run(cfg)  # streams.rng("prompts", step): train prompts
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
@@ -54,7 +54,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0 = time.time()
     for step in range(1, t.steps + 1):
-        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
+        prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The teacher writes full greedy completions of the prompts: the sequence-level KD targets.
         roll = backend.generate(teacher, prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
         # 2. The student takes cross-entropy on them, teacher forcing on the teacher's states.

@@ -44,7 +44,7 @@ from repro.trainers.common import (
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    rng, _ = seed_run(cfg)  # rng: train prompts and cut points
+    streams = seed_run(cfg)  # named streams: prompts, rollout noise, cut points (per step)
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
@@ -61,10 +61,15 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0 = time.time()
     for step in range(1, t.steps + 1):
-        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
+        prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The student samples its own rollouts: the states s ~ d^{pi_S} of eq. 7.
         roll = backend.generate(
-            model, prompts, n=1, max_new_tokens=t.max_new_tokens, temperature=t.temperature
+            model,
+            prompts,
+            n=1,
+            max_new_tokens=t.max_new_tokens,
+            temperature=t.temperature,
+            generator=streams.gen("rollout", step),
         )
         lens = roll.completion_mask.sum(1)  # (B,)
         metrics = {"rollout/len_mean": lens.float().mean().item()}
@@ -77,7 +82,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             loss_mat = DISTILL_LOSSES[t.loss](logits, teacher_logits, mask)  # (B, T)
         else:
             # 2b. Continuation OPD: cut at a random prefix (eos excluded); the teacher continues greedily.
-            cuts = [rng.randrange(max(1, int(n))) for n in lens.tolist()]
+            cut_rng = streams.rng("cuts", step)
+            cuts = [cut_rng.randrange(max(1, int(n))) for n in lens.tolist()]
             states = student_prefixes(tok, prompts, roll, cuts)
             cont = backend.generate(teacher, states, n=1, max_new_tokens=t.continuation_tokens, greedy=True)
             # 3. The student takes cross-entropy on the teacher's continuation of its own prefix.

@@ -41,7 +41,7 @@ from repro.trainers.common import (
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    _, gen = seed_run(cfg)  # gen: the batch order of each epoch
+    streams = seed_run(cfg)  # streams.gen("shuffle", epoch): the batch order of each epoch
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
@@ -61,7 +61,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0, step = time.time(), 0
     for epoch in range(t.epochs):
-        for idx in torch.randperm(len(data), generator=gen).split(t.batch_size):
+        for idx in torch.randperm(len(data), generator=streams.gen("shuffle", epoch)).split(t.batch_size):
             if step == total:
                 break
             step += 1
