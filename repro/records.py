@@ -3,6 +3,9 @@
     <results_dir>/<paper>/<scale>/<arm>/seed<seed>.json                   canonical runs
     <results_dir>/<paper>/<scale>/<arm>/adhoc/seed<seed>-<hash8>.json     runs with other overrides
     ... .failed.json                                                      the same, for failed runs
+    <results_dir>/.smoke/<paper>/<scale>/...                              a scale with `publish: false`
+                                                                          (tiny): git-ignored, never
+                                                                          read by the tables
 
 A run is canonical when its only overrides are the experiment, seed, scale and where things are
 written (hydra.*, paths.*, tracking.*, trainer.threads): exactly what `repro reproduce` runs.
@@ -13,6 +16,7 @@ Writes are atomic (repro.io: temp file + fsync + os.replace), so a reader never 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -20,9 +24,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from repro.io import atomic_write_text
 
-SCHEMA = 1
+SCHEMA = 2  # 2: + `items` (per-item correctness of every eval); tables read 1 and 2
+SCHEMAS = (1, 2)
+SMOKE_DIR = ".smoke"
 KEYS = (
     "schema",
     "paper",
@@ -37,6 +45,7 @@ KEYS = (
     "config_hash",
     "final",
     "curves",
+    "items",
     "provenance",
 )
 CANONICAL_KEYS = frozenset({"experiment", "seed", "scale", "trainer.threads"})
@@ -79,11 +88,13 @@ def record_path(
     canonical: bool,
     config_hash: str,
     failed: bool,
+    publish: bool = True,
 ) -> Path:
     """Where the record of this run goes (see the module docstring). Runs without a paper or arm
-    are always ad hoc, under `adhoc/`."""
+    are always ad hoc, under `adhoc/`; runs of a scale that does not publish go under `.smoke/`."""
     canonical = canonical and bool(paper) and bool(arm)
-    base = Path(results_dir) / (paper or "adhoc") / (scale or "noscale") / (arm or "adhoc")
+    top = Path(results_dir) if publish else Path(results_dir) / SMOKE_DIR
+    base = top / (paper or "adhoc") / (scale or "noscale") / (arm or "adhoc")
     suffix = ".failed.json" if failed else ".json"
     if canonical:
         return base / f"seed{seed}{suffix}"
@@ -106,12 +117,25 @@ def compact_curves(curves: dict[str, list[list[float]]]) -> dict[str, list[list[
     return {name: [[int(step), _round6(v)] for step, v in points] for name, points in curves.items()}
 
 
+def encode_items(correct) -> str:
+    """Per-item 0/1 results as `<n>:<base64 of the bits, packed 8 per byte>` (200 items: 40 chars)."""
+    bits = np.asarray(correct, dtype=bool).reshape(-1)
+    return f"{bits.size}:{base64.b64encode(np.packbits(bits).tobytes()).decode()}"
+
+
+def decode_items(text: str) -> np.ndarray:
+    """The bool array `encode_items` wrote."""
+    n, _, data = text.partition(":")
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(data), dtype=np.uint8))
+    return bits[: int(n)].astype(bool)
+
+
 def dumps(record: dict[str, Any]) -> str:
     """Compact but diffable JSON: one top-level key per line, one curve per line.
     Non-finite floats are written as NaN/Infinity (Python's json reads them back)."""
     lines = []
     for key, value in record.items():
-        if key == "curves" and value:
+        if key in ("curves", "items") and value:
             inner = [f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in value.items()]
             text = "{\n" + ",\n".join(inner) + "\n  }"
         else:
@@ -135,6 +159,7 @@ def make_record(
     final: dict[str, Any],
     curves: dict[str, list[list[float]]],
     provenance: dict[str, Any],
+    items: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A record dict with exactly the schema's keys, in order. `overrides` are the job's Hydra
     overrides; the record keeps only those beyond the canonical ones (see `extra_overrides`)."""
@@ -153,6 +178,7 @@ def make_record(
         "config_hash": config_hash,
         "final": {k: _jsonable(v) for k, v in final.items()},
         "curves": compact_curves(curves),
+        "items": items or {},
         "provenance": provenance,
     }
     assert tuple(record) == KEYS

@@ -78,6 +78,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         overrides = hydra_overrides()
     try:
         stages = pipeline.plan(cfg, overrides)  # upstream runs this one starts from / learns from
+        own_model_cfg = cfg  # before an `init` stage replaces the model: the chain's root base
         cfg = pipeline.apply(cfg, stages)
         spec = resolve_trainer(cfg)
         portable = provenance.portable_config(cfg)  # resolves every interpolation
@@ -97,8 +98,15 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     host = socket.gethostname()
     canonical = records.is_canonical(overrides)
     write_record = bool(OmegaConf.select(cfg, "tracking.record", default=True))
+    publish = bool(OmegaConf.select(cfg, "scale.publish", default=True))
     record_kw = dict(
-        paper=paper, scale=scale, arm=arm, seed=seed, canonical=canonical, config_hash=config_hash
+        paper=paper,
+        scale=scale,
+        arm=arm,
+        seed=seed,
+        canonical=canonical,
+        config_hash=config_hash,
+        publish=publish,
     )
     results_dir = OmegaConf.select(cfg, "paths.results_dir", default="results")
 
@@ -130,11 +138,14 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     started = datetime.now(UTC).isoformat(timespec="seconds")
     tic = time.monotonic()
     status, failure_reason, final = "FINISHED", None, {}
+    weights: dict[str, Any] = {}
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         run.log_params(tracking.flatten({k: v for k, v in resolved.items() if k != "hydra"}))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         pipeline.ensure(stages, run_one)  # run missing upstream stages first (each its own tracked run)
+        weights = starting_weights(cfg, own_model_cfg, stages)
+        run.set_tags(weight_tags(weights))
         final = dict(spec.train(cfg, run) or {})
         run.log_final(final)
         run.log_text(json.dumps(final, indent=1, default=str), "summary.json")
@@ -161,7 +172,9 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
             config_hash=config_hash,
             final=final,
             curves=run.curves,
+            items=run.items,
             provenance={
+                **weights,
                 "git_sha": git_sha,
                 "git_dirty": git_dirty,
                 "versions": provenance.versions(),
@@ -195,6 +208,36 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         "final": final,
         "record": record_path and str(record_path),
     }
+
+
+def starting_weights(cfg: DictConfig, own_model_cfg: DictConfig, stages) -> dict[str, Any]:
+    """The sha256 of the weights the run starts from (`base_sha256`; what was hashed and where it
+    came from in `base`), of the chain's root base (`root_base_sha256`: the model before an `init`
+    stage replaced it; the base itself otherwise) and of each upstream stage's checkpoint."""
+    from repro.models import folder_sha256, weights_provenance
+
+    base = weights_provenance(cfg)
+    root = weights_provenance(own_model_cfg) if any(st.role == "init" for st in stages) else base
+    upstream = {
+        st.role: {"experiment": st.experiment, "sha256": folder_sha256(st.output)[0]} for st in stages
+    }
+    return {
+        "base_sha256": base["sha256"],
+        "base": {k: v for k, v in base.items() if k != "sha256"},
+        "root_base_sha256": root["sha256"],
+        "upstream": upstream,
+    }
+
+
+def weight_tags(weights: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of `starting_weights`."""
+    tags = {"base_sha256": str(weights["base_sha256"]), "base_source": str(weights["base"].get("source"))}
+    if "base" in weights["base"]:
+        tags["base"] = str(weights["base"]["base"])
+    if weights["root_base_sha256"] != weights["base_sha256"]:
+        tags["root_base_sha256"] = str(weights["root_base_sha256"])
+    tags |= {f"upstream_{role}_sha256": str(u["sha256"]) for role, u in weights["upstream"].items()}
+    return tags
 
 
 def run_name_of(arm: str | None, seed: int) -> str:

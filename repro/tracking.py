@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from hydra.experimental.callback import Callback
 
 from repro.locking import file_lock
+from repro.records import encode_items
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,7 +202,8 @@ class Run:
     """One MLflow run: params and tags up front, buffered metrics, artefacts, terminal status.
 
     The run itself is the `Logger` handed to the trainer: `run(metrics, step)` logs a step and keeps
-    every curve in memory for the run record; `run.progress(step, total, **fields)` shows where
+    every curve in memory for the run record (and the per-item results of a value that carries
+    them, `repro.eval.micro.ItemScores`, in `items`); `run.progress(step, total, **fields)` shows where
     training is (a ProgressReport labelled with the run name)."""
 
     def __init__(
@@ -224,6 +226,8 @@ class Run:
         self.run_id: str = run.info.run_id
         self.set_tags(tags)
         self.curves: dict[str, list[list[float]]] = {}
+        # Per-item results of evals (a metric value with a `correct` array): [[step, encoded], ...].
+        self.items: dict[str, list[list[int | str]]] = {}
         self.flush_every = max(1, int(flush_every))
         self.flush_seconds = flush_seconds
         self._buffer: list[Any] = []
@@ -248,6 +252,9 @@ class Run:
         step = int(step)
         timestamp = int(time.time() * 1000)
         for name, value in metrics.items():
+            correct = getattr(value, "correct", None)  # repro.eval.micro.ItemScores
+            if correct is not None:
+                self.items.setdefault(name, []).append([step, encode_items(correct)])
             value = float(value)
             self.curves.setdefault(name, []).append([step, value])
             self._buffer.append(self._Metric(name, value, timestamp, step))

@@ -48,7 +48,7 @@ def test_readme_worked_example_runs_verbatim(root_copy):
     assert cfg.objective.kw.delta == 0.2 and cfg.objective.kw.rescue == "perturb"
     assert cfg.objective.kw.eps_high == 0.28 and cfg.trainer.dynamic_sampling is True
     assert main(["run", f"experiment={slug}/{arm}", "scale=tiny", "seed=1"]) == 0
-    record = json.loads((root_copy / "results" / slug / "tiny" / arm / "seed1.json").read_text())
+    record = json.loads((root_copy / "results" / ".smoke" / slug / "tiny" / arm / "seed1.json").read_text())
     assert record["status"] == "FINISHED" and record["arm"] == arm
 
 
