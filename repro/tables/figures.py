@@ -2,7 +2,8 @@
 
 Per scale: one curve plot per training curve claimed.yaml names (`curves:`, default
 DEFAULT_CURVES) that some run logged (arms as lines: mean over seeds, band = min–max over seeds),
-one bar chart of every effect/change claim's mean with its 95% CI, and the figures claimed.yaml
+one bar chart of every effect/change claim's mean with its 95% CI (coloured by verdict, with the
+paper's effect, min_effect and the MDE where known), and the figures claimed.yaml
 declares (`figures:`: scatter of two final values, or bars of final values per arm).
 Arms sharing a base name (`sft`, `sft_lora`, ...) share a colour; the suffix sets the line style.
 Called by `repro.tables.build.write_tables`; files are `fig_<scale>_<name>.png`.
@@ -30,6 +31,8 @@ VERDICT_COLOURS = {
     "direction only": "tab:olive",
     "not reproduced": "tab:red",
     "inconclusive": "tab:gray",
+    "underpowered": "tab:purple",
+    "untestable at this scale": "tab:brown",
 }
 _FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "GnBu", "PuRd")
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -116,25 +119,42 @@ def _predicted(r: ClaimResult) -> str:
 
 
 def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Path | None:
-    """Horizontal bars: each effect/change claim's mean with its 95% CI, coloured by verdict.
-    Claims without runs are left out; None if none remain."""
+    """Horizontal bars: each effect/change claim's mean with its 95% CI, coloured by verdict; the
+    paper's effect where the claim gives one in the metric's units (`range`, a shaded span); the
+    claim's min_effect (a tick on the predicted side) and the design's MDE (a dotted line).
+    Claims without an effect size (not run, no finite estimate) are left out; None if none remain."""
     rows = [
         r
         for r in results
-        if r.claim.measure.kind in ("effect", "change") and r.estimate is not None and r.estimate.n > 0
+        if r.claim.measure.kind in ("effect", "change")
+        and r.estimate is not None
+        and r.estimate.n > 0
+        and math.isfinite(r.estimate.mean)
     ]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rows) + 1.8))
     y = np.arange(len(rows))[::-1]
+    drawn = {"paper": False, "min": False, "mde": False}
     for yi, r in zip(y, rows):
-        est = r.estimate
+        est, m = r.estimate, r.claim.measure
+        if m.range is not None:
+            ax.fill_betweenx([yi - 0.4, yi + 0.4], *m.range, color="tab:blue", alpha=0.15, lw=0)
+            drawn["paper"] = True
         colour = VERDICT_COLOURS.get(r.verdict, "tab:gray")
-        ax.barh(yi, est.mean, color=colour, alpha=0.6, height=0.6)
+        hatch = "//" if r.verdict == "untestable at this scale" else None
+        ax.barh(yi, est.mean, color=colour, alpha=0.6, height=0.6, hatch=hatch)
         if est.ci is not None:
             lo, hi = est.ci
             xerr = [[est.mean - lo], [hi - est.mean]]
             ax.errorbar(est.mean, yi, xerr=xerr, fmt="none", ecolor="k", capsize=3)
+        side = m.direction if m.direction != 0 else (m.better or 1)
+        if m.min_effect > 0:
+            ax.plot([side * m.min_effect] * 2, [yi - 0.35, yi + 0.35], color="k", lw=1.2)
+            drawn["min"] = True
+        if r.power is not None and math.isfinite(r.power.mde):
+            ax.plot([side * r.power.mde] * 2, [yi - 0.35, yi + 0.35], color="k", lw=1, ls=":")
+            drawn["mde"] = True
     ax.axvline(0.0, color="k", lw=0.8)
     ax.set_yticks(y)
     labels = [
@@ -143,10 +163,25 @@ def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Pa
     ]
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlabel("effect (treatment − control, or final − init), in each metric's own units")
-    ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% t CI")
+    ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% CI")
     present = [v for v in VERDICT_COLOURS if any(r.verdict == v for r in rows)]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=VERDICT_COLOURS[v], alpha=0.6) for v in present]
-    ax.legend(handles, present, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    handles = [
+        plt.Rectangle(
+            (0, 0), 1, 1, color=VERDICT_COLOURS[v], alpha=0.6, hatch="//" if "untestable" in v else None
+        )
+        for v in present
+    ]
+    labels = list(present)
+    if drawn["paper"]:
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15))
+        labels.append("paper's effect (claimed range)")
+    if drawn["min"]:
+        handles.append(plt.Line2D([], [], color="k", lw=1.2))
+        labels.append("min_effect (predicted side)")
+    if drawn["mde"]:
+        handles.append(plt.Line2D([], [], color="k", lw=1, ls=":"))
+        labels.append("MDE at 80% power")
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 

@@ -291,7 +291,7 @@ def test_extra_metrics_can_be_declared():
 @pytest.mark.parametrize(
     "measure, match",
     [
-        ({"min_efect": 0.1}, "unknown key.*min_efect; allowed: at, better, control, direction"),
+        ({"min_efect": 0.1}, "unknown key.*min_efect; allowed: at, better, ci, control, direction"),
         ({"direction": 2}, "direction: expected one of -1, 0, 1, got 2"),
         ({"direction": True}, "direction: input should be a valid integer, got True"),
         ({"direction": 0, "range": [0, 1]}, "range: a 'no effect' claim"),
