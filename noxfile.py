@@ -3,7 +3,8 @@
     nox -s tests                          pytest (pass pytest args after --: nox -s tests -- -k runner)
     nox -s lint                           ruff check + ruff format --check
     nox -s bench                          pytest-benchmark over benchmarks/
-    nox -s reproduce -- clipping_bottleneck --seeds 1,2     `repro reproduce` (default: all)
+    nox -s reproduce -- clipping_bottleneck --seeds 1,2     `repro reproduce` (default: all), tables
+                                          only from records of HEAD's code (--require-head)
     nox -s tables                         `repro tables` (pass slugs / --force after --)
 
 Sessions that import the package install torch first (2.13.0 is the CPU wheel on the dev
@@ -47,7 +48,9 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def reproduce(session: nox.Session) -> None:
     install(session)
-    session.run("repro", "reproduce", *(session.posargs or ["all"]))
+    # --require-head: the tables of the scale it ran are built only from records of this commit
+    # (`repro tables --require-head` checks the same for committed records).
+    session.run("repro", "reproduce", *(session.posargs or ["all"]), "--require-head")
 
 
 @nox.session

@@ -1,11 +1,13 @@
 """`repro`: reproduce a paper's claims, run experiments, build tables, browse runs.
 
     repro reproduce <paper> [--seeds 1,2] [--arms a,b] [--jobs N] [--dry-run] [overrides ...]
+    repro reproduce <paper> --power [--max-seeds 30]     + the seeds each claim needs for 80% power
     repro reproduce all                                  every paper with a suite
     repro run experiment=<paper>/<arm> [seed=N] [scale=micro|small|paper|tiny] [key=value ...]
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
     repro run --cfg job experiment=<paper>/<arm>         print the composed, validated config
-    repro tables [paper ...] [--force]                   paper_tables/<paper>/comparison.md
+    repro tables [paper ...] [--force] [--require-head]  paper_tables/<paper>/comparison.md
+    repro pretrain [--base K] [overrides ...]            rebuild a shipped micro base, compare checksums
     repro list                                           papers and their arms
     repro eval model=smollm2_135m tasks=[gsm8k,mmlu]     real benchmarks through lm-eval
     repro ui [--port 5000]                               MLflow UI on 127.0.0.1
@@ -84,6 +86,7 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
     if seeds and not all(0 <= s < 2**31 for s in seeds):
         raise ConfigError(f"--seeds: expected integers in [0, 2^31), got {ns.seeds!r}")
     arms = ns.arms.split(",") if ns.arms else None
+    tier = {"power": ns.power, "max_seeds": ns.max_seeds, "require_head": ns.require_head}
     if ns.slug == "all":
         slugs = [
             s for s in config.packages(root) if (config.package_dir(root, s) / config.SUITE_FILE).exists()
@@ -92,9 +95,11 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
             raise ConfigError(f"no paper package with a {config.SUITE_FILE} in {root / 'experiments'}")
         if arms:
             raise ConfigError("--arms needs one paper, not `all`")
-        return max(launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run) for s in slugs)
+        return max(
+            launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run, **tier) for s in slugs
+        )
     config.check_slug("paper", ns.slug)
-    return launch.reproduce(ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run)
+    return launch.reproduce(ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run, **tier)
 
 
 def _defaults():
@@ -109,12 +114,28 @@ def cmd_tables(ns: argparse.Namespace) -> int:
     slugs = ns.slugs or sorted(p.parent.name for p in tables_dir.glob("*/claimed.yaml"))
     if not slugs:
         raise ConfigError(f"no {tables_dir}/<slug>/claimed.yaml found")
+    head = None
+    if ns.require_head:
+        from repro.provenance import git_state
+
+        head = git_state(config.find_root())[0]
     ok = True
     for slug in slugs:
-        line, good = launch.build_tables(config.check_slug("paper", slug), results_dir, tables_dir, ns.force)
+        line, good = launch.build_tables(
+            config.check_slug("paper", slug),
+            results_dir,
+            tables_dir,
+            ns.force,
+            require_head=head,
+            head_scales=ns.scale or None,
+        )
         ok &= good
         print(f"{slug}: {line}")
     return 0 if ok else 1
+
+
+def cmd_pretrain(ns: argparse.Namespace) -> int:
+    return launch.pretrain(ns.base, ns.overrides, ship=ns.ship)
 
 
 def cmd_ui(ns: argparse.Namespace) -> int:
@@ -200,20 +221,44 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     r.add_argument(
         "--dry-run", action="store_true", help="validate every arm and print the plan; run nothing"
     )
+    r.add_argument(
+        "--power",
+        action="store_true",
+        help="power tier: the quick tier as a pilot, then the seeds each claim needs for 80%% power",
+    )
+    r.add_argument("--max-seeds", type=_positive, default=30, help="cap of the power tier's seeds per arm")
+    r.add_argument(
+        "--require-head", action="store_true", help="build tables only from records of the code at HEAD"
+    )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")
     t.add_argument("--force", action="store_true", help="overwrite a table that counted more runs")
+    t.add_argument(
+        "--require-head",
+        action="store_true",
+        help="fail if a record was produced by another commit than HEAD",
+    )
+    t.add_argument(
+        "--scale", action="append", help="with --require-head: check only this scale's records (repeatable)"
+    )
+    p = _Parser(prog="repro pretrain", description=launch.pretrain.__doc__, formatter_class=fmt)
+    p.add_argument("--base", type=int, default=0, help="base index = pretraining seed (default 0)")
+    p.add_argument(
+        "--ship", action="store_true", help="write it over repro/bases/micro/base<K> (maintainers)"
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides (task.*, model.*)")
     u = _Parser(prog="repro ui", description="MLflow UI on 127.0.0.1 for the tracking store.")
     u.add_argument("--port", type=_positive, default=5000)
     lst = _Parser(prog="repro list", description="Papers, their arms and suites.")
     e = _Parser(prog="repro eval", description=cmd_eval.__doc__, formatter_class=fmt)
     e.add_argument("overrides", nargs="*", help="Hydra overrides of repro/conf/evaluate.yaml")
-    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e}
+    return {"reproduce": r, "tables": t, "pretrain": p, "ui": u, "list": lst, "eval": e}
 
 
 COMMANDS = {
     "reproduce": cmd_reproduce,
     "tables": cmd_tables,
+    "pretrain": cmd_pretrain,
     "ui": cmd_ui,
     "list": cmd_list,
     "eval": cmd_eval,

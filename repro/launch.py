@@ -2,6 +2,7 @@
 
     outcomes = launch(overrides, multirun)     # one job or a Hydra multirun (any launcher)
     rc = reproduce(slug, ...)                  # validate every arm, run arms x seeds, build tables
+    rc = reproduce(slug, power=True)           # + the seeds each claim needs for 80% power
     line, ok = build_tables(slug, results_dir, tables_dir)
 
 Every Hydra job runs `job(cfg)`: finalize the config (paper/arm from the experiment path,
@@ -16,12 +17,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro import config, pipeline, records, runner, tracking
+from repro import config, pipeline, provenance, records, runner, tracking
 from repro.errors import ConfigError
 from repro.registry import UnknownNameError
 from repro.tables.arms import arm_table, sync_readme
@@ -148,9 +150,17 @@ def reproduce(
     jobs: int | None = None,
     arms: list[str] | None = None,
     dry_run: bool = False,
+    power: bool = False,
+    max_seeds: int = 30,
+    require_head: bool = False,
 ) -> int:
     """Validate every arm, create the MLflow store, run arms x seeds as one multirun, build tables.
-    With dry_run, stop after validating and printing the plan."""
+    With dry_run, stop after validating and printing the plan.
+
+    power: the power tier. Run the quick tier's seeds as a pilot (only those without a finished
+    record from the code at HEAD), then compute per claim the seeds its paired sd needs for 80%
+    power at its min_effect, print the plan (runs, estimated CPU time) and run the missing seeds,
+    at most `max_seeds` per arm. require_head: the tables must come from records of HEAD only."""
     tic = time.monotonic()
     root = config.find_root()
     config.prepare_environment(root)
@@ -159,6 +169,8 @@ def reproduce(
     seeds = seeds or suite.seeds
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs: expected a positive integer, got {jobs}")
+    if max_seeds < 2:
+        raise ConfigError(f"--max-seeds: expected an integer >= 2, got {max_seeds}")
     jobs = min(jobs or suite.jobs, len(arms) * len(seeds))
     valid = config.package_arms(root, slug)
     bad = [a for a in arms if a not in valid]
@@ -196,60 +208,243 @@ def reproduce(
             cfgs[arm] = cfg
     first = cfgs[arms[0]]
     uri, experiment = first.tracking.uri, first.tracking.experiment or slug
+    scale = str(OmegaConf.select(first, "scale.name"))
+    results_dir = Path(first.paths.results_dir)
+    tables_dir = Path(first.paths.tables_dir)
+    head = provenance.git_state(root)[0]
+    canonical = not records.extra_overrides(user)
+    swept = [*user, *([] if user_threads else [f"++trainer.threads={threads}"])]
 
-    # Arms that learn from other arms' outputs (repro.pipeline stages) run in a later wave.
-    sweeps = []
-    for wave in waves(arms, needs):
-        sweep = [
-            f"experiment={','.join(f'{slug}/{a}' for a in wave)}",
-            f"seed={','.join(map(str, seeds))}",
-            *user,
-            *([] if user_threads else [f"++trainer.threads={threads}"]),
-        ]
-        if jobs > 1:
-            sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(wave) * len(seeds))}"]
-        sweeps.append(sweep)
-    in_waves = f" in {len(sweeps)} waves" if len(sweeps) > 1 else ""
+    def sweeps_for(plan: dict[str, list[int]]) -> list[list[str]]:
+        """Hydra multiruns for arm -> seeds: per wave, one per distinct seed list."""
+        out = []
+        for wave in waves(arms, needs):
+            by_seeds: dict[tuple[int, ...], list[str]] = {}
+            for arm in wave:
+                if plan.get(arm):
+                    by_seeds.setdefault(tuple(plan[arm]), []).append(arm)
+            for arm_seeds, group in by_seeds.items():
+                sweep = [
+                    f"experiment={','.join(f'{slug}/{a}' for a in group)}",
+                    f"seed={','.join(map(str, arm_seeds))}",
+                    *swept,
+                ]
+                n = min(jobs, len(group) * len(arm_seeds))
+                if n > 1:
+                    sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n}"]
+                out.append(sweep)
+        return out
+
+    def missing(plan: dict[str, list[int]]) -> dict[str, list[int]]:
+        """The (arm, seed) runs of `plan` with no finished canonical record from HEAD's code."""
+        if not (power and canonical) or head == provenance.UNKNOWN:
+            return plan
+        done = _records_at(results_dir, slug, scale, head)
+        return {arm: [s for s in arm_seeds if s not in done.get(arm, ())] for arm, arm_seeds in plan.items()}
+
+    quick = missing({arm: list(seeds) for arm in arms})
+    n_quick = sum(map(len, quick.values()))
+    sweeps = sweeps_for(quick)
+    tier = "power tier: pilot = the quick tier" if power else "quick tier"
+    n_all = len(arms) * len(seeds)
+    to_run = f", {n_quick} to run (the others have records from HEAD)" if n_quick < n_all else ""
+    in_waves = f" in {len(sweeps)} sweeps" if len(sweeps) > 1 else ""
     print(
-        f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(arms) * len(seeds)} runs"
+        f"repro reproduce {slug} ({tier}): {len(arms)} arms x {len(seeds)} seeds = {n_all} runs{to_run}"
         f"{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",
         flush=True,
     )
+    if power and not canonical:
+        print("  note: overrides make the runs ad hoc; the power plan reads canonical records only")
     if dry_run:
         print(f"  validated: {', '.join(arms)}")
         for sweep in sweeps:
             print(f"  would run: repro run -m {' '.join(sweep)}")
+        if power:
+            plan = power_plan(slug, results_dir, tables_dir, scale, arms, seeds, max_seeds)
+            _print_plan(plan, results_dir, slug, scale, missing(plan.seeds), jobs)
         return 0
     tracking.ensure_store(uri, experiment)
     outcomes = [o for sweep in sweeps for o in launch(sweep, multirun=True)]
 
-    scale = OmegaConf.select(first, "scale.name")
-    results_dir = Path(first.paths.results_dir)
-    tables_dir = Path(first.paths.tables_dir)
-    tables_line, tables_ok = build_tables(slug, results_dir, tables_dir)
+    if power:
+        plan = power_plan(slug, results_dir, tables_dir, scale, arms, seeds, max_seeds)
+        todo = missing(plan.seeds)
+        _print_plan(plan, results_dir, slug, scale, todo, jobs)
+        outcomes += [o for sweep in sweeps_for(todo) for o in launch(sweep, multirun=True)]
+
+    tables_line, tables_ok = build_tables(
+        slug,
+        results_dir,
+        tables_dir,
+        suite_seeds=suite.seeds,
+        require_head=head if require_head else None,
+        head_scales=[scale],
+    )
 
     text, runs_ok = summary(f"\n{slug}", outcomes, time.monotonic() - tic)
     print(text)
     adhoc = " (ad-hoc: under <arm>/adhoc/)" if records.extra_overrides(user) else ""
-    print(f"  records:  {results_dir / slug / str(scale)}{adhoc}")
+    published = OmegaConf.select(first, "scale.publish", default=True)
+    where = results_dir / slug / scale if published else results_dir / records.SMOKE_DIR / slug / scale
+    smoke = "" if published else " (smoke scale: never published, not in the tables)"
+    print(f"  records:  {where}{adhoc}{smoke}")
     print(f"  MLflow:   {uri} (experiment '{experiment}'); browse with `repro ui`")
     print(f"  tables:   {tables_line}")
     return 0 if runs_ok and tables_ok else 1
 
 
-def build_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> tuple[str, bool]:
+def _records_at(results_dir: Path, slug: str, scale: str, head: str) -> dict[str, set[int]]:
+    """arm -> seeds with a finished canonical record produced by the code at `head`."""
+    out: dict[str, set[int]] = {}
+    for path in sorted((results_dir / slug / scale).glob("*/seed*.json")):
+        if path.name.endswith(".failed.json"):
+            continue
+        try:
+            rec = records.read_record(path)
+        except (OSError, ValueError):
+            continue
+        prov = rec.get("provenance") or {}
+        if rec.get("status") == "FINISHED" and not rec.get("overrides") and prov.get("git_sha") == head:
+            out.setdefault(path.parent.name, set()).add(int(rec["seed"]))
+    return out
+
+
+@dataclass
+class PowerPlan:
+    """Seeds per arm the power tier asks for, and why: claim id -> (arms, seeds needed, capped, note)."""
+
+    seeds: dict[str, list[int]]
+    claims: list[tuple[str, tuple[str, ...], float, int, str]]
+
+
+def power_plan(
+    slug: str,
+    results_dir: Path,
+    tables_dir: Path,
+    scale: str,
+    arms: Sequence[str],
+    pilot_seeds: Sequence[int],
+    max_seeds: int,
+) -> PowerPlan:
+    """From the pilot's records: per effect/change claim, the paired seeds needed for 80% power at
+    its min_effect (repro.tables.stats.seeds_needed on the pilot's sd), capped at `max_seeds`; each
+    arm gets the most any of its claims needs. Claims whose gate failed (untestable) or that were
+    not run ask for nothing more: seeds would not decide them."""
+    from repro.tables.build import load_records
+    from repro.tables.claims import NOT_RUN, UNTESTABLE, evaluate_all, load_claimed
+
+    paper = load_claimed(tables_dir / slug / "claimed.yaml")
+    runs = load_records(results_dir, slug)
+    results = evaluate_all(paper, runs.records.get(scale, {}), scale)
+    want = {arm: len(pilot_seeds) for arm in arms}
+    claims = []
+    for r in results:
+        m = r.claim.measure
+        if r.power is None:
+            continue
+        if r.verdict in (NOT_RUN, UNTESTABLE):
+            claims.append((r.claim.id, m.arms, r.power.needed, 0, f"{r.verdict}: no more seeds"))
+            continue
+        needed = r.power.needed
+        n = len(pilot_seeds) if needed != needed else int(min(max(needed, 2), max_seeds))  # NaN: keep
+        note = "capped by --max-seeds" if needed == needed and needed > max_seeds else ""
+        claims.append((r.claim.id, m.arms, needed, n, note))
+        for arm in m.arms:
+            if arm in want:
+                want[arm] = max(want[arm], n)
+    extra = iter(range(max(pilot_seeds) + 1, 10**9))
+    order = list(pilot_seeds) + [next(extra) for _ in range(max(want.values()) - len(pilot_seeds))]
+    return PowerPlan({arm: order[:n] for arm, n in want.items()}, claims)
+
+
+def _print_plan(
+    plan: PowerPlan, results_dir: Path, slug: str, scale: str, todo: dict[str, list[int]], jobs: int
+) -> None:
+    """The power tier's plan: per claim the seeds needed; per arm the runs to add and their cost,
+    from the mean wall time and threads of the arm's pilot records."""
+    print("power tier plan (80% power, one-sided alpha 0.025, at each claim's min_effect):")
+    for cid, arms, needed, n, note in plan.claims:
+        shown = "—" if needed != needed else "> 10^6" if needed == float("inf") else f"{needed:.0f}"
+        print(f"  {cid}: {' vs '.join(arms)}: needs {shown} seeds -> {n}{f' ({note})' if note else ''}")
+    cpu = 0.0
+    for arm, arm_seeds in plan.seeds.items():
+        walls = []
+        for path in (results_dir / slug / scale / arm).glob("seed*.json"):
+            if not path.name.endswith(".failed.json"):
+                prov = records.read_record(path).get("provenance") or {}
+                if prov.get("wall_time_s"):
+                    walls.append(float(prov["wall_time_s"]) * float(prov.get("threads") or 1))
+        each = sum(walls) / len(walls) if walls else float("nan")
+        n = len(todo.get(arm, []))
+        cpu += each * n
+        print(f"  {arm}: {len(arm_seeds)} seeds, {n} to run (~{each / 60:.1f} CPU-min each)")
+    total, hours = sum(map(len, todo.values())), cpu / 3600
+    print(f"  total: {total} runs, ~{hours:.1f} CPU-hours (~{hours / max(1, jobs):.1f} h at {jobs} jobs)")
+
+
+def pretrain(base: int, overrides: Sequence[str] = (), ship: bool = False) -> int:
+    """`repro pretrain --base k`: rebuild micro base k (1 thread) and say whether its weights match
+    the shipped checksum. With `ship`, the rebuilt base replaces the shipped folder."""
+    with config.hydra_app() as hydra:
+        cfg = config.compose(hydra, [f"model.base={base}", *overrides])
+    if cfg.model.kind != "micro":
+        raise ConfigError(f"model.kind: `repro pretrain` builds micro bases, got {cfg.model.kind!r}")
+    from repro.models.micro import rebuild_base, shipped_dir
+
+    out = (
+        shipped_dir(base) if ship else Path(cfg.paths.cache_dir) / "micro_models" / "rebuilt" / f"base{base}"
+    )
+    print(f"repro pretrain: base {base} (pretraining seed {base}), 1 thread -> {out}", flush=True)
+    r = rebuild_base(cfg.task, cfg.model, out)
+    print(f"  rebuilt in {r['seconds']:.0f} s; weights sha256 {r['sha256']}")
+    if r["shipped_sha256"] is None:
+        print(f"  no shipped base {base} to compare with")
+        return 0
+    print(f"  shipped base {base}:          sha256 {r['shipped_sha256']}")
+    if r["identical"]:
+        print("  identical: the rebuilt weights match the shipped checksum")
+        return 0
+    if not r["same_spec"]:
+        print("  differs: this config is not the one the shipped base was made with (see its base.json)")
+    else:
+        print(f"  DIFFERS from the shipped base with the same spec: max |dw| = {r['max_abs_diff']:.3g}")
+    return 0 if ship else 1
+
+
+def build_tables(
+    slug: str,
+    results_dir: Path,
+    tables_dir: Path,
+    force: bool = False,
+    suite_seeds: Sequence[int] | None = None,
+    require_head: str | None = None,
+    head_scales: Sequence[str] | None = None,
+) -> tuple[str, bool]:
     """Build one paper's tables: (one line saying what happened, ok). The package README's arm
     table is regenerated from its YAML files first. A paper without claimed.yaml is skipped; any
-    other error is reported, not raised (runs are recorded)."""
-    readme = config.package_dir(config.find_root(), slug) / "README.md"
+    other error is reported, not raised (runs are recorded). `suite_seeds` (default: the suite's)
+    say which tier made the table; `require_head`: a commit every record must come from."""
+    root = config.find_root()
+    readme = config.package_dir(root, slug) / "README.md"
     if readme.exists():
-        sync_readme(readme, arm_table(config.find_root(), slug))
+        sync_readme(readme, arm_table(root, slug))
     if not (tables_dir / slug / "claimed.yaml").exists():
         return f"skipped: no {tables_dir / slug / 'claimed.yaml'}", True
     from repro.tables.build import write_tables
 
+    if suite_seeds is None and (config.package_dir(root, slug) / config.SUITE_FILE).exists():
+        suite_seeds = config.load_suite(root, slug).seeds
     try:
-        report = write_tables(slug, results_dir, tables_dir, force=force)
+        report = write_tables(
+            slug,
+            results_dir,
+            tables_dir,
+            force=force,
+            suite_seeds=suite_seeds,
+            require_head=require_head,
+            head_scales=head_scales,
+        )
     except ConfigError as exc:
         return f"not written: {exc}", False
     except Exception as exc:
