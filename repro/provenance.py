@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 UNKNOWN = "unknown"
 
 # Config keys that say where a run writes, not what it computes: left out of the config hash.
-# `seed` is left out too, so the seeds of one ad-hoc configuration share a hash.
+# `seed` is left out too, so the seeds of one ad-hoc configuration share a hash, except that
+# `model.base` (by default derived from the seed) stays in: runs on different base models must
+# never share a hash, nor a checkpoint folder.
 HASH_EXCLUDED_TOP = ("paths", "tracking", "hydra", "seed")
 HASH_EXCLUDED_NESTED = (("trainer", "threads"),)
 

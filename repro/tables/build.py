@@ -216,7 +216,7 @@ def _power_cell(r: ClaimResult) -> str:
 
 def _gate_line(g: GateResult) -> str:
     gate = g.gate
-    why = f" ({gate.why})" if gate.why else ""
+    why = f", {gate.why}" if gate.why else ""
     if g.holds is None:
         return f"gate {gate.describe()}{why}: not logged"
     values = list(g.values.values())

@@ -1007,12 +1007,9 @@ def evaluate(claim: Claim, records: ArmRecords, scale: str) -> ClaimResult:
     power = power_of(m, est)
     if result == INCONCLUSIVE and power is not None and power.mde > m.min_effect:
         result = UNDERPOWERED
-    gates = tuple(check_gate(g, records) for g in claim.requires)
+    gates = tuple(check_gate(g, records) for g in claim.requires)  # shown with the verdict
     if any(g.holds is False for g in gates):
         result = UNTESTABLE
-    for g in gates:
-        if g.holds is None:
-            notes.append(f"gate {g.gate.describe()}: not logged, unchecked")
     return ClaimResult(claim, scale, result, est, run_ids, tuple(notes), power, gates, ci_method, by_base)
 
 

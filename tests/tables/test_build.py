@@ -464,7 +464,7 @@ def test_a_failed_gate_makes_the_verdict_untestable_and_shows_its_value(dirs):
     row = claim_row(report.path.read_text(), "gated")
     assert "**untestable at this scale**" in row
     assert (
-        "gate base_new run/rescued (final) >= 0.01 (the rescue acts): 0.021 ± 0.018, 2/3 seeds: FAILED" in row
+        "gate base_new run/rescued (final) >= 0.01, the rescue acts: 0.021 ± 0.018, 2/3 seeds: FAILED" in row
     )
     assert "+0.100 ± 0.010 (n=3)" in row  # the estimate is still shown
     assert {r.claim.id: r.verdict for r in report.results}["improves"] == "reproduced"  # no gate
