@@ -248,7 +248,8 @@ def reproduce(
     tier = "power tier: pilot = the quick tier" if power else "quick tier"
     n_all = len(arms) * len(seeds)
     to_run = f", {n_quick} to run (the others have records from HEAD)" if n_quick < n_all else ""
-    in_waves = f" in {len(sweeps)} sweeps" if len(sweeps) > 1 else ""
+    n_waves = sum(any(quick.get(a) for a in wave) for wave in waves(arms, needs))
+    in_waves = f" in {n_waves} waves" if n_waves > 1 else ""
     print(
         f"repro reproduce {slug} ({tier}): {len(arms)} arms x {len(seeds)} seeds = {n_all} runs{to_run}"
         f"{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 # The purposes a run draws random numbers for, each its own stream (`Streams`).
-STREAMS = ("prompts", "rollout", "shuffle", "rescue", "eval", "cuts")
+STREAMS = ("prompts", "rollout", "shuffle", "rescue", "eval", "cuts", "init")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Streams:
         gen = streams.gen("shuffle", step)             # mini-batch order
         gen = streams.gen("rescue", step)              # a stochastic objective's noise
         gen = streams.gen("eval", step)                # sampled eval accuracy
+        seed = streams.seed_of("init")                 # new parameters (LoRA adapters)
 
     Seeds come from numpy's SeedSequence over (run seed, crc32(purpose), *keys): independent
     streams, stable across Python processes and machines."""
@@ -43,6 +44,11 @@ class Streams:
             raise ValueError(f"unknown random stream {purpose!r}; streams: {', '.join(STREAMS)}")
         entropy = [self.seed, zlib.crc32(purpose.encode()), *keys]
         return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+    def seed_of(self, purpose: str, *keys: int) -> int:
+        """The integer seed of (purpose, *keys): for code that draws from torch's global generator
+        (e.g. peft's adapter init), run under torch.random.fork_rng with this seed."""
+        return self._seed(purpose, keys)
 
     def gen(self, purpose: str, *keys: int) -> torch.Generator:
         return torch.Generator().manual_seed(self._seed(purpose, keys))

@@ -170,7 +170,10 @@ def base_checkpoint(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str 
             return out, "pretrained"
         tmp = out.with_name(key + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model, tok, info = pretrain(ArithWorld.from_cfg(task_cfg), model_cfg)
+        # Pretraining reseeds torch's global generator: leave the caller's as it was, so a run
+        # draws the same numbers whether its base was cached or not.
+        with torch.random.fork_rng(devices=[]):
+            model, tok, info = pretrain(ArithWorld.from_cfg(task_cfg), model_cfg)
         save_base(tmp, model, tok, info, spec)
         (tmp / "DONE").write_text(key)
         shutil.rmtree(out, ignore_errors=True)
@@ -276,7 +279,8 @@ def rebuild_base(task_cfg: DictConfig, model_cfg: DictConfig, out: str | Path) -
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a base is defined at 1 thread: reductions split over threads differ
     try:
-        model, tok, info = pretrain(ArithWorld.from_cfg(task_cfg), model_cfg)
+        with torch.random.fork_rng(devices=[]):
+            model, tok, info = pretrain(ArithWorld.from_cfg(task_cfg), model_cfg)
     finally:
         torch.set_num_threads(threads)
     out = Path(out)

@@ -4,7 +4,7 @@ trainer's loop is the algorithm:
     streams = seed_run(cfg)                          # torch threads; seeds; named random streams
     opt = optimizer(model, cfg.trainer)              # AdamW over the trainable parameters
     grad_norm = optimizer_step(model, opt, loss, cfg.trainer, step)   # backward, clip, step
-    model = with_lora(model, cfg.trainer.lora)       # peft adapters, or the model unchanged
+    model = with_lora(model, cfg.trainer.lora, streams.seed_of("init"))   # peft adapters, or the model
     teacher = load_teacher(cfg, tok)                 # the frozen teacher of opd / offline_distill
     batch = encode_pairs(tok, [(context, target)])   # teacher-forcing batch as a Rollout
     save_checkpoint(cfg, model, tok)                 # <cache_dir>/checkpoints/<hash>/seed<N>/
@@ -60,8 +60,10 @@ def optimizer_step(model, opt, loss: torch.Tensor, t: DictConfig, step_no: int) 
     return grad_norm.item()
 
 
-def with_lora(model, lora: DictConfig | None):
-    """`model` unchanged when `lora` is null, else wrapped by peft with only the adapters trainable."""
+def with_lora(model, lora: DictConfig | None, seed: int | None = None):
+    """`model` unchanged when `lora` is null, else wrapped by peft with only the adapters trainable.
+    The adapters' random init draws from torch's global generator: seeded here with `seed` (the
+    run's `init` stream) under fork_rng, so it depends on nothing that ran before."""
     if lora is None:
         return model
     from peft import LoraConfig, get_peft_model
@@ -74,7 +76,10 @@ def with_lora(model, lora: DictConfig | None):
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return get_peft_model(model, peft_cfg)
 
 
 def load_teacher(cfg: DictConfig, tok):

@@ -46,7 +46,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     roll = backend.generate(teacher, held.drift_prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
     train_states = states_of(held.drift_prompts, roll.texts, t.drift_every)
 
-    model = with_lora(model, t.lora)
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
 

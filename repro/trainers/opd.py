@@ -52,7 +52,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     teacher = load_teacher(cfg, tok)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
 
-    model = with_lora(model, t.lora)
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
 

@@ -51,7 +51,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     train_states = held.demo_states(t.style)
 
-    model = with_lora(model, t.lora)
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
     per_epoch = math.ceil(len(data) / t.batch_size)
