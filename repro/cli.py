@@ -119,6 +119,10 @@ def cmd_tables(ns: argparse.Namespace) -> int:
         from repro.provenance import git_state
 
         head = git_state(config.find_root())[0]
+        if head == "unknown":
+            raise ConfigError(
+                f"--require-head: {config.find_root()} is not a git checkout, so there is no HEAD"
+            )
     ok = True
     for slug in slugs:
         line, good = launch.build_tables(

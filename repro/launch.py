@@ -212,6 +212,8 @@ def reproduce(
     results_dir = Path(first.paths.results_dir)
     tables_dir = Path(first.paths.tables_dir)
     head = provenance.git_state(root)[0]
+    if require_head and head == provenance.UNKNOWN:
+        raise ConfigError(f"--require-head: {root} is not a git checkout, so there is no HEAD to require")
     canonical = not records.extra_overrides(user)
     swept = [*user, *([] if user_threads else [f"++trainer.threads={threads}"])]
 

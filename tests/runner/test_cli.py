@@ -209,3 +209,10 @@ def test_reproduce_power_runs_the_seeds_each_claim_needs(repro_root, capsys):
         f"demo/micro/{arm}/seed{s}.json" for arm in ("a", "b") for s in range(1, n + 1)
     )
     assert "Tier: power tier: up to" in (repro_root / "paper_tables/demo/comparison.md").read_text()
+
+
+def test_require_head_needs_a_git_checkout(repro_root, capsys):
+    assert main(["tables", "--require-head"]) == 2
+    assert "not a git checkout" in capsys.readouterr().err
+    assert main(["reproduce", "demo", "--require-head", "--dry-run"]) == 2
+    assert _record_files(repro_root) == []
