@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from repro import config, pipeline, records, runner, tracking
 from repro.errors import ConfigError
 from repro.registry import UnknownNameError
-from repro.tables.arms import arm_table, sync_readme
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +240,8 @@ def build_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = F
     """Build one paper's tables: (one line saying what happened, ok). The package README's arm
     table is regenerated from its YAML files first. A paper without claimed.yaml is skipped; any
     other error is reported, not raised (runs are recorded)."""
+    from repro.tables.arms import arm_table, sync_readme  # tables pull in scipy: not at start-up
+
     readme = config.package_dir(config.find_root(), slug) / "README.md"
     if readme.exists():
         sync_readme(readme, arm_table(config.find_root(), slug))

@@ -110,8 +110,10 @@ def finalize(
     if scale_file is not None:
         cfg = apply_paper_scale(cfg, scale_file)
     if validate:
+        # Types and keys first (cheap: no torch), then the paper's registered functions and the
+        # checks that run them.
+        schema.validate(cfg, choices, overrides, before=lambda: import_paper_modules(root, cfg.paper))
         import_paper_modules(root, cfg.paper)
-        schema.validate(cfg, choices, overrides)
         check_semantics(cfg, choices, overrides)
     return cfg
 

@@ -223,8 +223,10 @@ def check(model: type[BaseModel], data: Any, prefix: str, choices, overrides, ro
         raise _fail(key, what, choices, overrides, root, valid) from None
 
 
-def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str]) -> None:
-    """Check the whole job config (see the module docstring); raises ConfigError."""
+def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str], before=None) -> None:
+    """Check the whole job config (see the module docstring); raises ConfigError. `before()` runs
+    before the trainer's schema is looked up if no built-in trainer has that name (it imports the
+    paper's modules, which may register their own trainer's schema)."""
     from repro.config.trainer_schemas import TRAINER_CONFIGS
 
     root = Path(str(OmegaConf.select(cfg, "paths.root", default=".")))
@@ -234,8 +236,9 @@ def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[st
         raise ConfigError(f"config does not resolve: {exc}") from None
     check(Root, data, "", choices, overrides, root)
     name = data["trainer"].get("name")
+    if name not in TRAINER_CONFIGS and before is not None:
+        before()
     if name not in TRAINER_CONFIGS:
-        raise _fail(
-            "trainer.name", f"unknown trainer {name!r}", choices, overrides, root, sorted(TRAINER_CONFIGS)
-        )
+        valid = sorted(TRAINER_CONFIGS)
+        raise _fail("trainer.name", f"unknown trainer {name!r}", choices, overrides, root, valid)
     check(TRAINER_CONFIGS[name], data["trainer"], "trainer", choices, overrides, root)
