@@ -21,10 +21,11 @@ from rich.progress import Progress
 
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
 from repro.algos.rewards import RewardContext
+from repro.engine import make_backend
 from repro.errors import ConfigError, NonFiniteError
 from repro.models import load_policy
 from repro.registry import UnknownNameError
-from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_entropy, token_logp
+from repro.rollout import Rollout, sequence_logits, token_entropy, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import HeldOut, need, validate_common
@@ -88,7 +89,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
     model.train()
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
