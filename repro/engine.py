@@ -152,12 +152,14 @@ class LeanLlama:
 
     def head_rot(self, rot: torch.Tensor) -> torch.Tensor:
         """(..., heads, hd/2) per-head multipliers from rotations (..., hd/2): 1 for value heads."""
-        return torch.where(self.rotated[:, None], rot[..., None, :], torch.ones((), dtype=rot.dtype, device=rot.device))
+        return torch.where(
+            self.rotated[:, None], rot[..., None, :], torch.ones((), dtype=rot.dtype, device=rot.device)
+        )
 
     def _qkv(self, x, w_qkv, b_qkv, m):
         """RMSNorm, fused projection and RoPE: (..., heads, hd) from x (..., D), m (..., heads, hd/2)."""
         h = F.rms_norm(x, (x.shape[-1],), None, self.eps)
-        qkv = F.linear(h, w_qkv, b_qkv).view(*m.shape[:-1], self.head_dim)
+        qkv = F.linear(h, w_qkv, b_qkv).view(*x.shape[:-1], -1, self.head_dim)
         z = torch.view_as_complex(qkv.float().view(*qkv.shape[:-1], -1, 2))
         return torch.view_as_real(z * m).flatten(-2).to(qkv.dtype)
 
@@ -167,8 +169,9 @@ class LeanLlama:
         h = F.silu(gate) * up
         return torch.addmm(x, h, w_down_t) if b_down is None else x + F.linear(h, w_down_t.t(), b_down)
 
-    def prefill(self, ids, rot, bias, cache: KVCache | None = None) -> torch.Tensor:
-        """Hidden states (B, P, D) of a left-padded prompt batch; fills cache columns 0..P-1.
+    def prefill(self, ids, rot, bias, cache: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (B, P, D) of a left-padded prompt batch; fills `cache`, (layers, B, Hkv, 2,
+        hd, P) (`KVCache.prompt`), with its keys and values.
 
         rot: (B, P, hd/2) rotations (`rope`); bias: (B, 1, P, P) additive (`prefill_bias`)."""
         B, P = ids.shape
@@ -179,34 +182,46 @@ class LeanLlama:
             qkv = self._qkv(x.view(B, P, -1), w_qkv, b_qkv, m)  # (B, P, heads, hd)
             kv = qkv[:, :, H:].view(B, P, Hkv, 2, hd)
             if cache is not None:
-                cache.kv[i, ..., :P] = kv.permute(0, 2, 3, 4, 1)
-            q, k, v = qkv[:, :, :H].transpose(1, 2), kv[:, :, :, 0].transpose(1, 2), kv[:, :, :, 1].transpose(1, 2)
+                cache[i] = kv.permute(0, 2, 3, 4, 1)
+            q, k, v = (
+                qkv[:, :, :H].transpose(1, 2),
+                kv[:, :, :, 0].transpose(1, 2),
+                kv[:, :, :, 1].transpose(1, 2),
+            )
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=H != Hkv)  # (B, H, P, hd)
             o = o.transpose(1, 2).reshape(B * P, H * hd)
             x = torch.addmm(x, o, w_o_t) if b_o is None else x + F.linear(o, w_o_t.t(), b_o)
             x = self._mlp(x, w_gu, b_gu, w_down_t, b_down)
         return x.view(B, P, -1)
 
-    def decode(self, tok, m, cache: KVCache, col: int, bias) -> torch.Tensor:
-        """Hidden states (B, D) of one new token per row (B,), written at cache column `col`.
+    def decode(self, tok, m, cache: KVCache, t: int) -> torch.Tensor:
+        """Hidden states (U*S, D) of one new token per row, rows in (group, sample) order; the token's
+        keys and values go to generated column t.
 
-        m: (B, heads, hd/2) RoPE multipliers (`head_rot`); bias: (B*Hkv, 1, col+1) additive key
-        bias. Attention is two batched matmuls per layer over the B*Hkv kv heads, each with its
-        G = H/Hkv query heads: at one query per row this is several times faster than SDPA's
-        kernels on CPU."""
-        B = tok.shape[0]
+        m: (U, heads, hd/2) RoPE multipliers (`head_rot`: a group's samples share positions).
+        Attention per layer, over the cache's (group, kv head, sample) batch order:
+            scores = [q Kp^T (one matmul per group and kv head: the S samples' queries together),
+                      q Kg^T (per row)]  -> one softmax over prompt and generated keys
+            out    = p_prompt Vp + p_gen Vg  (the add fused into the second batched matmul)
+        so the prompt's keys and values are read once per group instead of once per sample."""
+        U, S = m.shape[0], tok.shape[0] // m.shape[0]
         H, Hkv, hd = self.n_heads, self.n_kv, self.head_dim
-        n = col + 1
-        x = F.embedding(tok, self.embed)  # (B, D)
+        G, n = H // Hkv, t + 1
+        x = F.embedding(tok, self.embed)  # (U*S, D)
+        scale = hd**-0.5
         for i, (w_qkv, b_qkv, w_o_t, b_o, w_gu, b_gu, w_down_t, b_down) in enumerate(self.layers):
-            qkv = self._qkv(x, w_qkv, b_qkv, m)  # (B, heads, hd)
-            cache.kv[i, ..., col] = qkv[:, H:].view(B, Hkv, 2, hd)
-            kt = cache.kv[i, :, :, 0, :, :n].reshape(B * Hkv, hd, n)  # views, no copy
-            vt = cache.kv[i, :, :, 1, :, :n].reshape(B * Hkv, hd, n)
-            q = qkv[:, :H].reshape(B * Hkv, H // Hkv, hd)
-            s = torch.baddbmm(bias, q, kt, alpha=hd**-0.5)  # (B*Hkv, G, n)
-            o = torch.bmm(vt, torch.softmax(s, -1).transpose(1, 2))  # (B*Hkv, hd, G)
-            o = o.transpose(1, 2).reshape(B, H * hd)
+            qkv = self._qkv(x.view(U, S, -1), w_qkv, b_qkv, m[:, None])  # (U, S, heads, hd)
+            cache.gen[i, ..., t] = qkv[:, :, H:].view(U, S, Hkv, 2, hd).transpose(1, 2)
+            q = qkv[:, :, :H].view(U, S, Hkv, G, hd).transpose(1, 2).reshape(U * Hkv, S * G, hd)
+            kp, vp = cache.prompt_kv(i)  # (U*Hkv, hd, P) each
+            kg, vg = cache.gen_kv(i, n)  # (U*Hkv*S, hd, n) each
+            s_p = torch.baddbmm(cache.bias, q, kp, alpha=scale)  # (U*Hkv, S*G, P)
+            s_g = torch.bmm(q.reshape(-1, G, hd), kg).mul_(scale)  # (U*Hkv*S, G, n)
+            P = kp.shape[-1]
+            p = torch.softmax(torch.cat([s_p.view(-1, G, P), s_g], -1), -1)  # (U*Hkv*S, G, P+n)
+            o = torch.bmm(p[..., :P].reshape(U * Hkv, S * G, P), vp.transpose(1, 2))  # (U*Hkv, S*G, hd)
+            o = torch.baddbmm(o.view(-1, G, hd), p[..., P:], vg.transpose(1, 2))  # (U*Hkv*S, G, hd)
+            o = o.view(U, Hkv, S, G * hd).transpose(1, 2).reshape(U * S, H * hd)
             x = torch.addmm(x, o, w_o_t) if b_o is None else x + F.linear(o, w_o_t.t(), b_o)
             x = self._mlp(x, w_gu, b_gu, w_down_t, b_down)
         return x
@@ -231,20 +246,33 @@ class LeanLlama:
 
 
 class KVCache:
-    """Preallocated keys and values of every layer for B rows and L columns, stored transposed as
-    (layers, B, Hkv, 2, hd, L) (2: key, value): a decode step writes a token's keys and values with
-    one copy, and its scores (q k^T) and output (v^T p) are batched matmuls over column prefixes
-    without copies."""
+    """Preallocated keys and values, stored transposed (hd before positions) so that scores and
+    outputs are batched matmuls over contiguous column prefixes without copies, with (2: key, value):
+    - prompt: (layers, U, Hkv, 2, hd, P), one copy per group of samples that share a prompt;
+    - gen:    (layers, U, Hkv, S, 2, hd, T), per row, in (group, kv head, sample) order;
+    - bias:   (U*Hkv, 1, P) additive key bias of the prompt columns (left padding)."""
 
-    def __init__(self, lean: LeanLlama, B: int, L: int) -> None:
-        shape = (lean.n_layers, B, lean.n_kv, 2, lean.head_dim, L)
-        self.kv = torch.empty(shape, dtype=lean.dtype, device=lean.device)
+    def __init__(self, prompt: torch.Tensor, bias: torch.Tensor, S: int, T: int) -> None:
+        layers, U, Hkv, _, hd, _ = prompt.shape
+        self.prompt, self.bias = prompt, bias
+        self.gen = prompt.new_empty(layers, U, Hkv, S, 2, hd, T)
 
-    def select(self, rows: torch.Tensor, upto: int) -> KVCache:
-        """A cache of rows `rows` only (a copy, in that order), its first `upto` columns filled."""
+    def prompt_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kv = self.prompt[layer]  # (U, Hkv, 2, hd, P)
+        return kv[:, :, 0].flatten(0, 1), kv[:, :, 1].flatten(0, 1)
+
+    def gen_kv(self, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kv = self.gen[layer, ..., :n]  # (U, Hkv, S, 2, hd, n)
+        return kv[:, :, :, 0].flatten(0, 2), kv[:, :, :, 1].flatten(0, 2)
+
+    def select(self, groups: torch.Tensor, n: int) -> KVCache:
+        """The cache of groups `groups` only (a copy), generated columns 0..n-1 kept."""
         out = object.__new__(KVCache)
-        out.kv = self.kv.new_empty(self.kv.shape[0], len(rows), *self.kv.shape[2:])
-        out.kv[..., :upto] = self.kv[..., :upto].index_select(1, rows)
+        Hkv = self.prompt.shape[2]
+        out.prompt = self.prompt.index_select(1, groups)
+        out.bias = self.bias.view(-1, Hkv, *self.bias.shape[1:]).index_select(0, groups).flatten(0, 1)
+        out.gen = self.gen.new_empty(self.gen.shape[0], len(groups), *self.gen.shape[2:])
+        out.gen[..., :n] = self.gen[..., :n].index_select(1, groups)
         return out
 
 
@@ -305,48 +333,47 @@ class EngineBackend:
             torch.manual_seed(seed)
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
         device = lean.embed.device
+        # A chunk made of whole groups shares each prompt's keys and values among its n samples.
+        S = n if self.batch_size % n == 0 else 1
         parts = []
         for i in range(0, len(expanded), self.batch_size):
             enc = self.tok(expanded[i : i + self.batch_size], return_tensors="pt", padding=True)
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            comp, logp = self._decode(lean, ids, mask, max_new_tokens, temperature, greedy)
+            comp, logp = self._decode(lean, ids, mask, S, max_new_tokens, temperature, greedy)
             parts.append((ids, mask, comp, logp))
         return self._assemble(parts)
 
-    def _decode(self, lean: LeanLlama, ids, mask, max_new: int, temperature: float, greedy: bool):
+    def _decode(self, lean: LeanLlama, ids, mask, S: int, max_new: int, temperature: float, greedy: bool):
         """(B, T) completion ids (pad after a row stops) and their sampler log-probs, T <= max_new
-        (the step at which every row had stopped)."""
+        (the step at which every row had stopped). Rows come in groups of S that share a prompt."""
         B, P = ids.shape
+        U = B // S
         pad, eos, dev = self.tok.pad_token_id, self.tok.eos_token_id, ids.device
-        plen = mask.sum(1)  # (B,)
+        g_ids, g_mask = ids[::S], mask[::S]  # (U, P): one row per group
         # Positions: prompt tokens count the real tokens before them (generate's cumsum), new tokens
-        # continue from the prompt's length; one RoPE table for the whole call.
-        new_pos = plen[:, None] + torch.arange(max_new, device=dev)
-        rot = lean.rope(torch.cat([(mask.cumsum(1) - 1).clamp(min=0), new_pos], 1))  # (B, P+T, hd/2)
+        # continue from the prompt's length; one RoPE table for the whole call, per group.
+        new_pos = g_mask.sum(1, keepdim=True) + torch.arange(max_new, device=dev)
+        rot = lean.rope(torch.cat([(g_mask.cumsum(1) - 1).clamp(min=0), new_pos], 1))  # (U, P+T, hd/2)
 
-        # Prefill each distinct prompt once (a group's n samples share it), then copy its cache rows.
-        uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
-        first = torch.full((len(uniq),), B, device=dev)
-        first = first.scatter_reduce(0, inverse, torch.arange(B, device=dev), "amin")  # a row of each
-        cache = KVCache(lean, len(uniq), P + max_new)
-        x = lean.prefill(uniq, rot[first, :P], lean.prefill_bias(mask[first]), cache)
-        logits = lean.logits(x[:, -1])[inverse]  # (B, V): left padding puts every last token at P-1
-        cache = cache.select(inverse, upto=P)
+        prompt_kv = torch.empty(
+            lean.n_layers, U, lean.n_kv, 2, lean.head_dim, P, dtype=lean.dtype, device=dev
+        )
+        x = lean.prefill(g_ids, rot[:, :P], lean.prefill_bias(g_mask), prompt_kv)
+        logits = lean.logits(x[:, -1]).repeat_interleave(S, 0)  # (B, V): left padding: last token at P-1
+        key_bias = _bias(g_mask.bool(), lean.dtype).repeat_interleave(lean.n_kv, 0)[:, None]  # (U*Hkv, 1, P)
+        cache = KVCache(prompt_kv, key_bias, S, max_new)
 
-        # Decode-time key bias (B*Hkv, 1, P+T): prompt padding masked, everything else open.
-        key_ok = torch.cat([mask.bool(), mask.new_ones(B, max_new, dtype=torch.bool)], 1)
-        key_bias = _bias(key_ok, lean.dtype).repeat_interleave(lean.n_kv, 0)[:, None]
         seq = torch.cat([ids, ids.new_full((B, max_new), pad)], 1)  # (B, P+T) tokens so far
         out_ids = ids.new_full((B, max_new), pad)  # (B, T) in the caller's row order
         out_logp = torch.zeros(B, max_new, device=dev)
         logp_buf = torch.zeros(B, max_new, device=dev)  # the working rows' log-probs
         rows = torch.arange(B, device=dev)  # working row -> caller's row
         dead = torch.zeros(B, dtype=torch.bool, device=dev)
-        n_dead, n_steps = 0, 0
+        any_dead, n_steps = False, 0
         noise = None if greedy else _Gumbel(B, logits.shape[-1], max_new, dev)
         for t in range(max_new):
             tok, tok_logp = _pick(logits.float(), temperature, None if noise is None else noise.at(t))
-            if n_dead:  # rows that stopped keep pad and log-prob 0 until they are compacted out
+            if any_dead:  # rows that stopped keep pad and log-prob 0 until their group is dropped
                 tok, tok_logp = tok.masked_fill(dead, pad), tok_logp.masked_fill(dead, 0.0)
             seq[:, P + t] = tok
             logp_buf[:, t] = tok_logp
@@ -356,22 +383,32 @@ class EngineBackend:
                 done |= self._stop(seq[:, : P + t + 1], None)
             if bool(done.any()):
                 dead |= done
-                n_dead = int(dead.sum())
-            if n_dead == len(dead) or t == max_new - 1:
+                any_dead = True
+            if t == max_new - 1:
                 break
-            if n_dead >= COMPACT_AT * len(dead):
-                # Drop finished rows: write them out, then shrink every per-row buffer.
-                out_ids[rows[dead]] = seq[dead, P:]
-                out_logp[rows[dead]] = logp_buf[dead]
-                keep = (~dead).nonzero().squeeze(1)
-                rows, seq, logp_buf, tok, rot = rows[keep], seq[keep], logp_buf[keep], tok[keep], rot[keep]
-                cache = cache.select(keep, upto=P + t)
-                key_bias = key_bias.view(-1, lean.n_kv, 1, key_bias.shape[-1])[keep].flatten(0, 1)
-                dead, n_dead = dead[keep], 0
-                if noise is not None:
-                    noise.select(keep)
-            c = P + t  # cache column of the token just sampled
-            x = lean.decode(tok, lean.head_rot(rot[:, c]), cache, c, key_bias[..., : c + 1])
+            if any_dead:
+                group_dead = dead.view(-1, S).all(1)  # (U,)
+                n_gone = int(group_dead.sum())
+                if n_gone == len(group_dead):
+                    break
+                if n_gone >= COMPACT_AT * len(group_dead):
+                    # Drop finished groups: write their rows out, then shrink every per-row buffer.
+                    gone = group_dead.repeat_interleave(S)
+                    out_ids[rows[gone]] = seq[gone, P:]
+                    out_logp[rows[gone]] = logp_buf[gone]
+                    keep_g = (~group_dead).nonzero().squeeze(1)
+                    keep = (~gone).nonzero().squeeze(1)
+                    rows, seq, logp_buf, tok, dead = (
+                        rows[keep],
+                        seq[keep],
+                        logp_buf[keep],
+                        tok[keep],
+                        dead[keep],
+                    )
+                    rot, cache = rot[keep_g], cache.select(keep_g, t)
+                    if noise is not None:
+                        noise.select(keep)
+            x = lean.decode(tok, lean.head_rot(rot[:, P + t]), cache, t)
             logits = lean.logits(x)
         out_ids[rows] = seq[:, P:]
         out_logp[rows] = logp_buf

@@ -55,7 +55,9 @@ def trained(world_tok):
     cfg = OmegaConf.create(
         dict(
             arch=dict(hidden=64, intermediate=128, layers=2, heads=4, max_len=96),
-            pretrain=dict(seed=0, steps=150, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.01, mixture=MIX),
+            pretrain=dict(
+                seed=0, steps=150, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.01, mixture=MIX
+            ),
         )
     )
     torch.set_num_threads(1)
@@ -127,7 +129,9 @@ def test_lean_logits_equal_hf(world_tok, variant):
     ids, mask = enc["input_ids"], enc["attention_mask"]
     ids = torch.where(mask.bool(), torch.randint(3, len(tok), ids.shape), ids)  # random real tokens
     with torch.no_grad():
-        want = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+        want = model(
+            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)
+        ).logits
         got = LeanLlama(model).full_logits(ids, mask)
     real = mask.bool()
     torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=0)
@@ -285,7 +289,9 @@ def bpe_tok(world_tok):
     )
 
 
-@pytest.mark.parametrize("stops", [["e"], ["st"], ["s t", "a :", "q"]], ids=["one_char", "two_chars", "several"])
+@pytest.mark.parametrize(
+    "stops", [["e"], ["st"], ["s t", "a :", "q"]], ids=["one_char", "two_chars", "several"]
+)
 def test_stop_strings_and_eos_as_hf_backend(world_tok, bpe_tok, stops):
     """Random weights over a byte-level BPE vocabulary. Greedy: identical to the HF backend.
     Sampled: every row ends exactly where HF's stop-string matcher first fires on the prompt plus
@@ -318,7 +324,9 @@ def test_peft_model_falls_back_to_hf(world_tok, trained):
     world, _ = world_tok
     model, tok = trained
     lora = get_peft_model(
-        build_model(OmegaConf.create(dict(hidden=64, intermediate=128, layers=2, heads=4, max_len=96)), len(tok), 0),
+        build_model(
+            OmegaConf.create(dict(hidden=64, intermediate=128, layers=2, heads=4, max_len=96)), len(tok), 0
+        ),
         LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
     lora.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=False)
@@ -333,7 +341,15 @@ def test_other_architecture_falls_back_to_hf(world_tok):
     world, tok = world_tok
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=96, bos_token_id=1, eos_token_id=2)
+        GPT2Config(
+            vocab_size=len(tok),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=96,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
     ).eval()
     assert "GPT2LMHeadModel" in LeanLlama.unsupported(gpt2)
     prompts = arith_prompts(world, 4)
