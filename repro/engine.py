@@ -4,18 +4,21 @@
 At micro scale a decode step is a few tiny matmuls, so `transformers.generate` spends most of its
 time in per-op and per-module overhead; this engine cuts the op count instead:
 
-1. `LeanLlama` reads the HF module's parameters (no copy of the model; q/k/v and gate/up are
-   concatenated once per weight version into one matmul each) and runs a functional forward:
-   `F.rms_norm`, RoPE on q and k in one pass, `F.scaled_dot_product_attention` (GQA included).
-2. A preallocated static KV cache (layers, rows, kv heads, prompt + new tokens, head dim). Prompts
-   are left-padded, so every row writes the same cache column at each step; the padding is one
-   additive key bias built once per call and sliced, never rebuilt per step.
-3. Sampling and the sampled token's log-prob come from one log-softmax per step (Gumbel-max via
-   exponential noise on the same log-probs); greedy keeps the HF backend's convention (log-probs
-   at temperature 1).
+1. `LeanLlama` reads the HF module's parameters and keeps fused copies, rebuilt only when a
+   parameter's version changes (after an optimizer step): q/k/v as one matmul, gate/up as one,
+   RMSNorm weights folded into the next matrix, residual adds fused into `addmm`, RoPE as one
+   complex multiply (q/k rows permuted so rotate_half's pairs are adjacent).
+2. A preallocated static KV cache, stored transposed. Prompts are left-padded, so every row writes
+   the same cache column at each step; the padding is one additive key bias built once per call.
+   The n samples of a prompt share its prefill and its prompt keys/values: the prompt part of
+   decode attention is one matmul per (prompt, kv head) over the n samples' queries, the
+   generated part one per row; on CPU this beats `scaled_dot_product_attention` at one query.
+3. Sampling and the sampled token's log-prob come from one log-softmax per step (Gumbel-max with
+   noise drawn for several steps at once); greedy keeps the HF backend's convention (argmax of
+   the logits, log-probs at temperature 1). Samples come from the full softmax.
 4. Rows stop on eos or on a stop string (HF's own `StopStringCriteria`, so the semantics equal
-   the HF backend's); finished rows are compacted out of the cache and the working batch once a
-   quarter of them are done, so late steps cost what the live rows cost.
+   the HF backend's); once a quarter of the prompt groups have all their rows stopped, those
+   groups are compacted out of the cache and the working batch.
 
 Models the lean forward does not cover (other architectures, peft-wrapped models, dynamic RoPE,
 custom modules) go through `HFGenerateBackend` unchanged; `LeanLlama.unsupported(model)` says why.
@@ -24,8 +27,8 @@ Runs on whatever device the model's parameters are on.
     backend = make_backend("engine", tok, stop_strings)     # or "hf": `trainer.rollout`
     roll = backend.generate(model, prompts, n=8, max_new_tokens=40, temperature=1.0)
 
-torch.compile was tried on the decode step (CPU, inductor, dynamic shapes): ~50 s to compile and
-slower steps than eager, so the engine runs eager.
+torch.compile was tried on the decode step (CPU, inductor, dynamic=True): ~50 s to compile, then
+~5x slower steps than eager (measured 2026-11 on the 2-core dev machine), so the engine runs eager.
 """
 
 from __future__ import annotations
