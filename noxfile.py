@@ -2,7 +2,7 @@
 
     nox -s tests                          pytest (pass pytest args after --: nox -s tests -- -k runner)
     nox -s lint                           ruff check + ruff format --check
-    nox -s bench                          pytest-benchmark over benchmarks/
+    nox -s bench                          pytest-benchmark over benchmarks/ (with the bench extra: trl)
     nox -s reproduce -- clipping_bottleneck --seeds 1,2     `repro reproduce` (default: all)
     nox -s tables                         `repro tables` (pass slugs / --force after --)
 
@@ -41,6 +41,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     install(session)
+    session.install("-e", ".[bench]")  # trl: the reference GRPOTrainer of test_bench_engine.py
     session.run("python", "-m", "pytest", "benchmarks/", "--benchmark-only", *session.posargs)
 
 

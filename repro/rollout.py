@@ -1,7 +1,8 @@
 """Rollout backends: generate completions and return token ids, masks and the sampler's log-probs.
 
 `HFGenerateBackend` (CPU and small GPUs) wraps `transformers.generate`; a vLLM backend for the
-paper scale implements the same `generate` signature (see `RolloutBackend`).
+paper scale implements the same `generate` signature (see `RolloutBackend`). `repro.engine` holds a
+faster backend for Llama-family models and `make_backend`, which picks one by `trainer.rollout`.
 """
 
 from __future__ import annotations

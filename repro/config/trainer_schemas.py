@@ -124,6 +124,11 @@ class GRPOConfig(TrainConfig):
         ..., ge=2, description="G: completions per prompt (group-relative advantages need 2+ samples)"
     )
     temperature: float = Field(..., gt=0, description="sampling temperature of the rollouts")
+    rollout: str = Field(
+        "hf",
+        description="rollout backend (repro.engine.ROLLOUT_BACKENDS): hf (transformers.generate) | "
+        "engine (lean Llama forward, static KV cache; same weights)",
+    )
     minibatches: int = Field(
         ...,
         ge=1,

@@ -24,9 +24,10 @@ from omegaconf import DictConfig
 
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
 from repro.algos.rewards import RewardContext
+from repro.engine import make_backend
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_entropy, token_logp
+from repro.rollout import Rollout, RolloutBackend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import optimizer, optimizer_step, seed_run
@@ -40,7 +41,7 @@ class Learner:
     cfg: DictConfig
     task: Task
     model: torch.nn.Module
-    backend: HFGenerateBackend
+    backend: RolloutBackend
     opt: torch.optim.Optimizer
     rng: random.Random  # prompt sampling
     gen: torch.Generator  # mini-batch order and stochastic objectives
@@ -52,7 +53,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
     model.train()
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine
     learner = Learner(cfg, task, model, backend, optimizer(model, t), rng, gen)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
