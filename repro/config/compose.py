@@ -164,7 +164,8 @@ def check_semantics(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequ
         if rollout not in ROLLOUT_BACKENDS:
             where = schema.source_of("trainer.rollout", choices, overrides, root)
             raise ConfigError(
-                f"trainer.rollout: unknown backend {rollout!r} (in {where}); valid: {', '.join(ROLLOUT_BACKENDS)}"
+                f"trainer.rollout: unknown backend {rollout!r} (in {where}); "
+                f"valid: {', '.join(ROLLOUT_BACKENDS)}"
             )
     teacher = OmegaConf.select(cfg, "trainer.teacher")
     pending = "teacher" in (OmegaConf.select(cfg, "stages") or {})
