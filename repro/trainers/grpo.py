@@ -30,7 +30,7 @@ from repro.models import load_policy
 from repro.rollout import Rollout, RolloutBackend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import optimizer, optimizer_step, seed_run
+from repro.trainers.common import optimizer, optimizer_step, save_checkpoint, seed_run
 
 
 @dataclass
@@ -77,6 +77,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final["osc/reward"] = _diff_std(reward_curve)
     final["osc/id_acc"] = _diff_std(acc_curve)
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

@@ -28,6 +28,7 @@ from repro.trainers.common import (
     load_teacher,
     optimizer,
     optimizer_step,
+    save_checkpoint,
     seed_run,
     with_lora,
 )
@@ -73,6 +74,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     final = dict(last_eval)
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

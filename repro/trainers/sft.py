@@ -8,7 +8,8 @@ Reads top to bottom as the algorithm:
 The states it trains on are the demonstrations' prefixes, a solution style the base model never
 writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*`
 measures how far off-policy they are.
-The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
+With `trainer.save` (default for sft) the final model (LoRA merged) goes to
+<cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
 (`trainer.teacher=<dir>` of opd / offline_distill, or `model=hf model.path=<dir>`).
 
 Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=sft seed=1 trainer.epochs=1
@@ -81,7 +82,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final = dict(last_eval)
     final["train/steps"] = float(step)
     final["train/seconds"] = time.time() - t0
-    save_checkpoint(cfg, model, tok)
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

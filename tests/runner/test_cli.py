@@ -37,8 +37,21 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert rec["config"]["trainer"]["name"] == "_test_quadratic"
     assert rec["config"]["paths"]["root"] == "<root>" and len(rec["config_hash"]) == 64
     prov = rec["provenance"]
-    assert set(prov) == {"git_sha", "git_dirty", "versions", "wall_time_s", "started", "host", "threads"}
+    assert set(prov) == {
+        "git_sha",
+        "git_dirty",
+        "git_diff_sha256",
+        "base_sha256",
+        "versions",
+        "wall_time_s",
+        "base_build_s",
+        "stages_s",
+        "started",
+        "host",
+        "threads",
+    }
     assert prov["git_sha"] == "unknown"  # the temporary root is not a git checkout
+    assert prov["base_build_s"] == 0 and prov["base_sha256"] is None  # this trainer needs no base
 
     (run,) = mlflow_runs(repro_root)
     assert run.info.run_id == rec["run_id"] and run.info.status == "FINISHED"
@@ -57,7 +70,9 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert run.data.metrics["train/loss"] == pytest.approx(rec["curves"]["train/loss"][-1][1], rel=1e-5)
     assert "final/eval/score" in run.data.metrics
     artefacts = sorted(Path(run.info.artifact_uri.removeprefix("file://")).iterdir())
-    assert [p.name for p in artefacts] == ["config.yaml", "summary.json"]
+    assert [p.name for p in artefacts] == ["config.yaml", "curves.png", "record.json", "summary.json"]
+    assert json.loads((artefacts[2]).read_text()) == rec  # the record itself, as written
+    assert run.data.metrics["time/run_s"] == pytest.approx(prov["wall_time_s"], abs=1e-3)
 
 
 def test_other_overrides_make_an_adhoc_record(repro_root):
@@ -130,7 +145,7 @@ def test_reproduce_validates_every_arm_before_running(repro_root, capsys):
 def test_list_and_print_config(repro_root, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "arms:  a, b" in out
+    assert "demo: demo [implemented]" in out and "arms:    a, b" in out
     main(["run", "--cfg", "job", "experiment=demo/b"])
     out = capsys.readouterr().out
     assert "arm: b" in out and "lr: 0.3" in out
