@@ -85,6 +85,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         raise ConfigError(f"config does not resolve: {exc}") from None
     if not isinstance(cfg.get("seed"), int):
         raise ConfigError(f"seed: expected an integer, got {cfg.get('seed')!r}")
+    device = where_it_runs(cfg)  # device=cuda without a GPU fails here, before anything is tracked
 
     seed = int(cfg.seed)
     paper, arm = cfg.get("paper"), cfg.get("arm")
@@ -169,6 +170,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
                 "started": started,
                 "host": host,
                 "threads": threads,
+                "device": device,
             },
         )
         path = records.record_path(results_dir, **record_kw, failed=status == "FAILED")
@@ -195,6 +197,14 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         "final": final,
         "record": record_path and str(record_path),
     }
+
+
+def where_it_runs(cfg: DictConfig) -> str:
+    """'cpu, float32' / 'cuda (<GPU name>), bfloat16': the run's device and compute dtype
+    (repro.devices; ConfigError if the config asks for a device this node does not have)."""
+    from repro import devices
+
+    return devices.describe(*devices.of(cfg))
 
 
 def run_name_of(arm: str | None, seed: int) -> str:

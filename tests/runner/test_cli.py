@@ -37,7 +37,17 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert rec["config"]["trainer"]["name"] == "_test_quadratic"
     assert rec["config"]["paths"]["root"] == "<root>" and len(rec["config_hash"]) == 64
     prov = rec["provenance"]
-    assert set(prov) == {"git_sha", "git_dirty", "versions", "wall_time_s", "started", "host", "threads"}
+    assert set(prov) == {
+        "git_sha",
+        "git_dirty",
+        "versions",
+        "wall_time_s",
+        "started",
+        "host",
+        "threads",
+        "device",
+    }
+    assert prov["device"] == "cpu, float32"  # device: auto on a machine without a GPU
     assert prov["git_sha"] == "unknown"  # the temporary root is not a git checkout
 
     (run,) = mlflow_runs(repro_root)
