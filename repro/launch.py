@@ -11,6 +11,7 @@ misconfigured job; each returns a small outcome dict the summary counts.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -148,9 +149,12 @@ def reproduce(
     jobs: int | None = None,
     arms: list[str] | None = None,
     dry_run: bool = False,
+    launcher: str | None = None,
 ) -> int:
     """Validate every arm, create the MLflow store, run arms x seeds as one multirun, build tables.
-    With dry_run, stop after validating and printing the plan."""
+    With dry_run, stop after validating and printing the plan. `launcher` picks Hydra's launcher
+    (LAUNCHERS; default: joblib when jobs > 1, else in-process); its own settings are overrides,
+    e.g. `hydra.launcher.partition=gpu` for submitit_slurm."""
     tic = time.monotonic()
     root = config.find_root()
     config.prepare_environment(root)
@@ -167,6 +171,7 @@ def reproduce(
             f"{suite.path}: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}"
         )
     user = [*overrides]
+    chosen = launcher_choice(launcher)  # checked before anything is composed
     for override in user:
         if override.split("=", 1)[0].lstrip("+~") in ("experiment", "seed"):
             raise ConfigError(
@@ -183,7 +188,7 @@ def reproduce(
     needs: dict[str, list[str]] = {}  # arm -> the arms of this run whose outputs it needs
     with config.hydra_app() as hydra:
         for arm in arms:
-            arm_overrides = [f"experiment={slug}/{arm}", f"seed={seeds[0]}", *user]
+            arm_overrides = [f"experiment={slug}/{arm}", f"seed={seeds[0]}", *chosen, *user]
             try:
                 cfg = config.compose(hydra, arm_overrides)
                 stages = pipeline.plan(cfg, arm_overrides)
@@ -206,13 +211,12 @@ def reproduce(
             *user,
             *([] if user_threads else [f"++trainer.threads={threads}"]),
         ]
-        if jobs > 1:
-            sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(wave) * len(seeds))}"]
+        sweep += launcher_overrides(launcher, min(jobs, len(wave) * len(seeds)), threads)
         sweeps.append(sweep)
     in_waves = f" in {len(sweeps)} waves" if len(sweeps) > 1 else ""
     print(
         f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(arms) * len(seeds)} runs"
-        f"{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",
+        f"{in_waves}, {jobs} parallel job(s) x {threads} thread(s){f' on {launcher}' if launcher else ''}",
         flush=True,
     )
     if dry_run:
@@ -235,6 +239,51 @@ def reproduce(
     print(f"  MLflow:   {uri} (experiment '{experiment}'); browse with `repro ui`")
     print(f"  tables:   {tables_line}")
     return 0 if runs_ok and tables_ok else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers of `repro reproduce --launcher` (Hydra's own plugins; see README "Scaling out")
+
+LAUNCHERS = {
+    # name: (Hydra launcher option, plugin module, how to install it)
+    "joblib": ("joblib", "hydra_plugins.hydra_joblib_launcher", "a core dependency"),
+    "submitit_local": ("submitit_local", "hydra_plugins.hydra_submitit_launcher", "a core dependency"),
+    "submitit_slurm": ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "a core dependency"),
+    "ray": ("ray", "hydra_plugins.hydra_ray_launcher", "pip install -e '.[ray]'"),
+}
+
+
+def launcher_choice(launcher: str | None) -> list[str]:
+    """`hydra/launcher=<option>` for `launcher` (none for the default); ConfigError if unknown or
+    its plugin is not installed."""
+    if launcher is None:
+        return []
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    option, module, install = LAUNCHERS[launcher]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"--launcher {launcher}: its Hydra plugin ({module}) is not installed: {install}")
+    return [f"hydra/launcher={option}"]
+
+
+def launcher_overrides(launcher: str | None, parallel: int, threads: int | str) -> list[str]:
+    """Hydra overrides that run a sweep on `launcher`, `parallel` jobs at a time with `threads`
+    torch threads each. Settings the user gives as overrides (a SLURM partition, GPUs per job, a
+    Ray address) come after these and win."""
+    if launcher is None:  # the default: joblib's process pool when jobs run in parallel
+        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={parallel}"] if parallel > 1 else []
+    out = launcher_choice(launcher)
+    if launcher == "joblib":
+        out.append(f"hydra.launcher.n_jobs={parallel}")
+    elif launcher == "submitit_local":
+        # submitit's local executor starts every job of the sweep at once (no parallelism cap).
+        out.append(f"hydra.launcher.cpus_per_task={threads}")
+    elif launcher == "submitit_slurm":
+        out += [f"hydra.launcher.array_parallelism={parallel}", f"hydra.launcher.cpus_per_task={threads}"]
+    elif launcher == "ray":
+        # Ray schedules by resources: each job asks for its threads' CPUs (add num_gpus for GPUs).
+        out.append(f"+hydra.launcher.ray.remote.num_cpus={threads}")
+    return out
 
 
 def build_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> tuple[str, bool]:
