@@ -1,6 +1,7 @@
 """`repro`: reproduce a paper's claims, run experiments, build tables, browse runs.
 
     repro reproduce <paper> [--seeds 1,2] [--arms a,b] [--jobs N] [--dry-run] [overrides ...]
+        [--launcher joblib|submitit_local|submitit_slurm|ray]   where the sweep's jobs run
     repro reproduce all                                  every paper with a suite
     repro run experiment=<paper>/<arm> [seed=N] [scale=micro|small|paper|tiny] [key=value ...]
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
@@ -9,6 +10,7 @@
     repro list                                           papers and their arms
     repro eval model=smollm2_135m tasks=[gsm8k,mmlu]     real benchmarks through lm-eval
     repro ui [--port 5000]                               MLflow UI on 127.0.0.1
+    repro export verl experiment=<paper>/<arm> [scale=paper] [--data DIR]   the arm as a verl PPO command
 
 Papers are the folders of experiments/; an arm is one YAML file there (`experiment=<paper>/<arm>`).
 Scales: micro (default: synthetic world, tiny pretrained Llama, CPU minutes), small (SmolLM2-135M
@@ -92,9 +94,14 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
             raise ConfigError(f"no paper package with a {config.SUITE_FILE} in {root / 'experiments'}")
         if arms:
             raise ConfigError("--arms needs one paper, not `all`")
-        return max(launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run) for s in slugs)
+        return max(
+            launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run, launcher=ns.launcher)
+            for s in slugs
+        )
     config.check_slug("paper", ns.slug)
-    return launch.reproduce(ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run)
+    return launch.reproduce(
+        ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run, launcher=ns.launcher
+    )
 
 
 def _defaults():
@@ -171,6 +178,27 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(ns: argparse.Namespace) -> int:
+    """`repro export verl experiment=<paper>/<arm> [overrides]`: print verl's PPO command for the arm
+    (scale=paper unless a scale is given); with --data, also write its prompts as verl parquet."""
+    from repro.engines import verl
+
+    overrides = list(ns.overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "scale" for o in overrides):
+        overrides.append("scale=paper")
+    if not any(o.split("=", 1)[0] == "experiment" for o in overrides):
+        raise ConfigError("repro export verl: name the arm, experiment=<paper>/<arm>")
+    with config.hydra_app() as hydra:
+        cfg = config.compose(hydra, overrides)
+    data_dir = "$DATA"
+    if ns.data:
+        train, test = verl.write_data(cfg, ns.data)
+        data_dir = str(Path(ns.data).resolve())
+        print(f"# wrote {train} and {test}", file=sys.stderr)
+    print(verl.command(cfg, data_dir))
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -200,6 +228,12 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     r.add_argument(
         "--dry-run", action="store_true", help="validate every arm and print the plan; run nothing"
     )
+    r.add_argument(
+        "--launcher",
+        choices=sorted(launch.LAUNCHERS),
+        help="Hydra launcher of the sweep (default: joblib for --jobs > 1); its settings are overrides, "
+        "e.g. hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 (README: Scaling out)",
+    )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")
     t.add_argument("--force", action="store_true", help="overwrite a table that counted more runs")
@@ -208,7 +242,11 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     lst = _Parser(prog="repro list", description="Papers, their arms and suites.")
     e = _Parser(prog="repro eval", description=cmd_eval.__doc__, formatter_class=fmt)
     e.add_argument("overrides", nargs="*", help="Hydra overrides of repro/conf/evaluate.yaml")
-    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e}
+    x = _Parser(prog="repro export", description=cmd_export.__doc__, formatter_class=fmt)
+    x.add_argument("engine", choices=["verl"], help="the training engine to export to")
+    x.add_argument("overrides", nargs="*", help="experiment=<paper>/<arm> and any Hydra overrides")
+    x.add_argument("--data", help="also write train/test parquet of the arm's prompts to this folder")
+    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e, "export": x}
 
 
 COMMANDS = {
@@ -217,6 +255,7 @@ COMMANDS = {
     "ui": cmd_ui,
     "list": cmd_list,
     "eval": cmd_eval,
+    "export": cmd_export,
 }
 
 
