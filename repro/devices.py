@@ -19,6 +19,8 @@ nothing here assumes CUDA.
 
 from __future__ import annotations
 
+import types
+
 import torch
 
 from repro.errors import ConfigError
@@ -67,8 +69,10 @@ def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, froz
         return model
     if frozen:
         return model.to(dtype)
-    # Outputs come back in `dtype`; the trainers take log-softmax of `.float()` logits.
-    model.forward = torch.autocast(device_type=device.type, dtype=dtype)(model.forward)
+    # Outputs come back in `dtype`; the trainers take log-softmax of `.float()` logits. Bound with
+    # MethodType (as accelerate does), so a deep copy of the model runs its own weights.
+    forward = torch.autocast(device_type=device.type, dtype=dtype)(type(model).forward)
+    model.forward = types.MethodType(forward, model)
     return model
 
 

@@ -53,6 +53,11 @@ def test_bf16_compute_keeps_float32_weights_and_a_frozen_model_is_cast(model):
     assert next(trained.parameters()).dtype == torch.float32
     assert trained(input_ids=ids).logits.dtype == torch.bfloat16  # forward under autocast
     assert devices.compute_dtype_of(trained) == torch.bfloat16
+    twin = copy.deepcopy(trained)  # runs its own weights, still under autocast
+    with torch.no_grad():
+        twin.lm_head.weight.mul_(2.0)
+    assert twin(input_ids=ids).logits.dtype == torch.bfloat16
+    assert not torch.equal(twin(input_ids=ids).logits, trained(input_ids=ids).logits)
     frozen = devices.place(copy.deepcopy(m), torch.device("cpu"), torch.bfloat16, frozen=True)
     assert next(frozen.parameters()).dtype == torch.bfloat16
 
