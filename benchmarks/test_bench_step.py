@@ -35,5 +35,5 @@ def test_micro_step(benchmark, arm, tmp_path, monkeypatch):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
     world, rng, gen = ArithWorld.from_cfg(cfg.task), random.Random(0), torch.Generator().manual_seed(0)
     backend = HFGenerateBackend(tok)
-    learner = Learner(cfg, world, model, backend, opt, rng, gen)
+    learner = Learner(cfg, world, model, backend, opt, rng, gen, gen)
     benchmark.pedantic(update, args=(learner, 1), rounds=3, iterations=1)

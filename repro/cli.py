@@ -4,6 +4,7 @@
                                       runs the paper's suite (arms x seeds), then its table; runs whose
                                       record is up to date are skipped (--force reruns them); --dry-run
                                       prints the plan, its estimated time and what it builds first
+        [--launcher joblib|submitit_local|submitit_slurm|ray]   where the sweep's jobs run
     repro reproduce all               every paper with a suite
     repro run experiment=<paper>/<arm> [seed=N] [scale=micro|small|paper|tiny] [key=value ...]
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
@@ -13,6 +14,7 @@
     repro mlflow-import [paper ...] [--uri URI]          load the committed records into MLflow
     repro eval model=smollm2_135m tasks=[gsm8k,mmlu]     real benchmarks through lm-eval
     repro ui [--port 5000]                               MLflow UI on 127.0.0.1
+    repro export verl experiment=<paper>/<arm> [scale=paper] [--data DIR]   the arm as a verl PPO command
 
 Papers: `repro list` (the folders of experiments/ and experiments/papers.yaml); an arm is one
 YAML file of the paper's folder: `experiment=<paper>/<arm>`.
@@ -115,13 +117,17 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
         codes = []
         for s in slugs:
             codes.append(
-                launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run, force=ns.force)
+                launch.reproduce(
+                    s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run, force=ns.force, launcher=ns.launcher
+                )
             )
             if codes[-1] >= 128:  # stopped by a signal: not the next paper either
                 return codes[-1]
         return max(codes)
     config.check_slug("paper", ns.slug)
-    return launch.reproduce(ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run, force=ns.force)
+    return launch.reproduce(
+        ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run, force=ns.force, launcher=ns.launcher
+    )
 
 
 def _defaults():
@@ -272,6 +278,27 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(ns: argparse.Namespace) -> int:
+    """`repro export verl experiment=<paper>/<arm> [overrides]`: print verl's PPO command for the arm
+    (scale=paper unless a scale is given); with --data, also write its prompts as verl parquet."""
+    from repro.engines import verl
+
+    overrides = list(ns.overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "scale" for o in overrides):
+        overrides.append("scale=paper")
+    if not any(o.split("=", 1)[0] == "experiment" for o in overrides):
+        raise ConfigError("repro export verl: name the arm, experiment=<paper>/<arm>")
+    with config.hydra_app() as hydra:
+        cfg = config.compose(hydra, overrides)
+    data_dir = "$DATA"
+    if ns.data:
+        train, test = verl.write_data(cfg, ns.data)
+        data_dir = str(Path(ns.data).resolve())
+        print(f"# wrote {train} and {test}", file=sys.stderr)
+    print(verl.command(cfg, data_dir))
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -305,6 +332,12 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
         "which records it would replace; run nothing",
     )
     r.add_argument("--force", action="store_true", help="rerun runs whose record is up to date too")
+    r.add_argument(
+        "--launcher",
+        choices=sorted(launch.LAUNCHERS),
+        help="Hydra launcher of the sweep (default: joblib for --jobs > 1); its settings are overrides, "
+        "e.g. hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 (README: Scaling out)",
+    )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")
     t.add_argument("--force", action="store_true", help="overwrite a table that counted more runs")
@@ -316,7 +349,11 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     m.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or the root's mlflow.db)")
     e = _Parser(prog="repro eval", description=cmd_eval.__doc__, formatter_class=fmt)
     e.add_argument("overrides", nargs="*", help="Hydra overrides of repro/conf/evaluate.yaml")
-    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e, "mlflow-import": m}
+    x = _Parser(prog="repro export", description=cmd_export.__doc__, formatter_class=fmt)
+    x.add_argument("engine", choices=["verl"], help="the training engine to export to")
+    x.add_argument("overrides", nargs="*", help="experiment=<paper>/<arm> and any Hydra overrides")
+    x.add_argument("--data", help="also write train/test parquet of the arm's prompts to this folder")
+    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e, "mlflow-import": m, "export": x}
 
 
 COMMANDS = {
@@ -326,6 +363,7 @@ COMMANDS = {
     "list": cmd_list,
     "eval": cmd_eval,
     "mlflow-import": cmd_mlflow_import,
+    "export": cmd_export,
 }
 
 

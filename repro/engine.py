@@ -24,7 +24,7 @@ Models the lean forward does not cover (other architectures, peft-wrapped models
 custom modules) go through `HFGenerateBackend` unchanged; `LeanLlama.unsupported(model)` says why.
 Runs on whatever device the model's parameters are on.
 
-    backend = make_backend("engine", tok, stop_strings)     # or "hf": `trainer.rollout`
+    backend = make_backend("engine", tok, stop_strings)     # repro.rollout.make_backend
     roll = backend.generate(model, prompts, n=8, max_new_tokens=40, temperature=1.0)
 
 torch.compile was tried on the decode step (CPU, inductor, dynamic=True): ~50 s to compile, then
@@ -39,9 +39,7 @@ import torch
 import torch.nn.functional as F
 from transformers import StopStringCriteria
 
-from repro.errors import ConfigError
-from repro.registry import Registry, UnknownNameError
-from repro.rollout import HFGenerateBackend, Rollout, RolloutBackend, completion_mask
+from repro.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, Rollout, completion_mask
 
 log = logging.getLogger(__name__)
 
@@ -433,19 +431,8 @@ class EngineBackend:
         return Rollout(prompt_ids, prompt_mask, comp_ids, mask, sampler_logp, texts)
 
 
-ROLLOUT_BACKENDS = Registry("rollout backend")
-ROLLOUT_BACKENDS.register("hf")(HFGenerateBackend)
+# `trainer.rollout: engine` (it falls back to "hf" itself for models it does not cover).
 ROLLOUT_BACKENDS.register("engine")(EngineBackend)
-
-
-def make_backend(name: str, tok, stop_strings=None) -> RolloutBackend:
-    """The rollout backend `trainer.rollout` names: "hf" (`transformers.generate`) or "engine"
-    (`EngineBackend`, which itself falls back to "hf" for models it does not cover)."""
-    try:
-        cls = ROLLOUT_BACKENDS[name]
-    except UnknownNameError as e:
-        raise ConfigError(f"trainer.rollout: {e}") from None
-    return cls(tok, stop_strings=stop_strings)
 
 
 def _pick(logits: torch.Tensor, temperature: float, gumbel: torch.Tensor | None):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import logging
 import os
 import signal
@@ -430,11 +431,14 @@ def reproduce(
     arms: list[str] | None = None,
     dry_run: bool = False,
     force: bool = False,
+    launcher: str | None = None,
 ) -> int:
     """Validate every arm, skip (arm, seed) pairs whose record is up to date (same config hash,
     code and base model; --force reruns them), run the rest as multiruns in waves, build tables.
     With dry_run, stop after validating and printing the plan, its estimated time and what it would
-    build first and replace."""
+    build first and replace. `launcher` picks Hydra's launcher (LAUNCHERS; default: joblib when
+    jobs > 1, else in-process); its own settings are overrides, e.g. `hydra.launcher.partition=gpu`
+    for submitit_slurm."""
     tic = time.monotonic()
     root = config.find_root()
     config.prepare_environment(root)
@@ -450,6 +454,7 @@ def reproduce(
             f"{suite.path}: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}"
         )
     user = [*overrides]
+    chosen = launcher_choice(launcher)  # checked before anything is composed
     for override in user:
         if override.split("=", 1)[0].lstrip("+~") in ("experiment", "seed"):
             raise ConfigError(
@@ -462,7 +467,7 @@ def reproduce(
     needs: dict[str, list[str]] = {}  # arm -> the arms of this run whose outputs it needs
     with config.hydra_app() as hydra:
         for arm in arms:
-            arm_overrides = [f"experiment={slug}/{arm}", f"seed={seeds[0]}", *user]
+            arm_overrides = [f"experiment={slug}/{arm}", f"seed={seeds[0]}", *chosen, *user]
             try:
                 cfg = config.compose(hydra, arm_overrides)
                 stages = pipeline.plan(cfg, arm_overrides)
@@ -484,11 +489,12 @@ def reproduce(
     jobs = max(1, min(jobs or suite.jobs, len(todo) or 1))
     # Parallel jobs share the cores: one torch thread per core per job, unless the user says.
     threads = user_threads[-1].split("=", 1)[1] if user_threads else max(1, (os.cpu_count() or 1) // jobs)
-    sweeps = _sweeps(slug, arms, needs, todo, user, jobs, threads, bool(user_threads))
+    sweeps = _sweeps(slug, arms, needs, todo, user, jobs, threads, bool(user_threads), launcher)
     in_waves = f" in {len(sweeps)} sweeps" if len(sweeps) > 1 else ""
     print(
         f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(pairs)} runs; "
-        f"{len(todo)} to run{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",
+        f"{len(todo)} to run{in_waves}, {jobs} parallel job(s) x {threads} thread(s)"
+        f"{f' on {launcher}' if launcher else ''}",
         flush=True,
     )
     skipped = [p for p in pairs if p.skip]
@@ -544,6 +550,7 @@ def _sweeps(
     jobs: int,
     threads: Any,
     user_threads: bool,
+    launcher: str | None = None,
 ) -> list[list[str]]:
     """Multirun overrides for the pairs to run: arms that learn from other arms' outputs run in a
     later wave; within a wave, arms that run the same seeds share one sweep."""
@@ -563,9 +570,7 @@ def _sweeps(
                 *user,
                 *([] if user_threads else [f"++trainer.threads={threads}"]),
             ]
-            n = len(group) * len(seeds)
-            if jobs > 1 and n > 1:
-                sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, n)}"]
+            sweep += launcher_overrides(launcher, min(jobs, len(group) * len(seeds)), threads)
             sweeps.append(sweep)
     return sweeps
 
@@ -613,6 +618,51 @@ def make_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = Fa
     unchanged = " (unchanged)" if report.unchanged else ""
     verdicts = [f"{r.claim.id} ({r.scale}): {r.verdict}" for r in report.results]
     return TablesOutcome(f"{report.path}{unchanged}{figures}", True, verdicts=verdicts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers of `repro reproduce --launcher` (Hydra's own plugins; see README "Scaling out")
+
+LAUNCHERS = {
+    # name: (Hydra launcher option, plugin module, how to install it)
+    "joblib": ("joblib", "hydra_plugins.hydra_joblib_launcher", "a core dependency"),
+    "submitit_local": ("submitit_local", "hydra_plugins.hydra_submitit_launcher", "a core dependency"),
+    "submitit_slurm": ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "a core dependency"),
+    "ray": ("ray", "hydra_plugins.hydra_ray_launcher", "pip install -e '.[ray]'"),
+}
+
+
+def launcher_choice(launcher: str | None) -> list[str]:
+    """`hydra/launcher=<option>` for `launcher` (none for the default); ConfigError if unknown or
+    its plugin is not installed."""
+    if launcher is None:
+        return []
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    option, module, install = LAUNCHERS[launcher]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"--launcher {launcher}: its Hydra plugin ({module}) is not installed: {install}")
+    return [f"hydra/launcher={option}"]
+
+
+def launcher_overrides(launcher: str | None, parallel: int, threads: int | str) -> list[str]:
+    """Hydra overrides that run a sweep on `launcher`, `parallel` jobs at a time with `threads`
+    torch threads each. Settings the user gives as overrides (a SLURM partition, GPUs per job, a
+    Ray address) come after these and win."""
+    if launcher is None:  # the default: joblib's process pool when jobs run in parallel
+        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={parallel}"] if parallel > 1 else []
+    out = launcher_choice(launcher)
+    if launcher == "joblib":
+        out.append(f"hydra.launcher.n_jobs={parallel}")
+    elif launcher == "submitit_local":
+        # submitit's local executor starts every job of the sweep at once (no parallelism cap).
+        out.append(f"hydra.launcher.cpus_per_task={threads}")
+    elif launcher == "submitit_slurm":
+        out += [f"hydra.launcher.array_parallelism={parallel}", f"hydra.launcher.cpus_per_task={threads}"]
+    elif launcher == "ray":
+        # Ray schedules by resources: each job asks for its threads' CPUs (add num_gpus for GPUs).
+        out.append(f"+hydra.launcher.ray.remote.num_cpus={threads}")
+    return out
 
 
 def build_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> tuple[str, bool]:

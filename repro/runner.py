@@ -180,6 +180,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     cfg = job.cfg
     spec = resolve_trainer(cfg)
     quiet_third_party()
+    device = where_it_runs(cfg)  # device=cuda without a GPU fails here, before anything is tracked
 
     seed = int(cfg.seed)
     paper, arm = cfg.get("paper"), cfg.get("arm")
@@ -283,6 +284,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
                     "started": started,
                     "host": host,
                     "threads": threads,
+                    "device": device,
                 },
             )
             path = job.record_path if status == "FINISHED" else job.failed_path
@@ -396,6 +398,14 @@ def _summary_line(
     else:
         head += f": {reason}"
     return head + (f" | record {record_path}" if record_path is not None else "")
+
+
+def where_it_runs(cfg: DictConfig) -> str:
+    """'cpu, float32' / 'cuda (<GPU name>), bfloat16': the run's device and compute dtype
+    (repro.devices; ConfigError if the config asks for a device this node does not have)."""
+    from repro import devices
+
+    return devices.describe(*devices.of(cfg))
 
 
 def run_name_of(arm: str | None, seed: int) -> str:

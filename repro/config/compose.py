@@ -157,16 +157,6 @@ def check_semantics(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequ
             key = "trainer.loss" if stage == "loss" else stage
             where = schema.source_of(key, choices, overrides, root)
             raise ConfigError(f"{exc} (in {where})") from None
-    rollout = OmegaConf.select(cfg, "trainer.rollout")
-    if rollout is not None:
-        from repro.engine import ROLLOUT_BACKENDS
-
-        if rollout not in ROLLOUT_BACKENDS:
-            where = schema.source_of("trainer.rollout", choices, overrides, root)
-            raise ConfigError(
-                f"trainer.rollout: unknown backend {rollout!r} (in {where}); "
-                f"valid: {', '.join(ROLLOUT_BACKENDS)}"
-            )
     teacher = OmegaConf.select(cfg, "trainer.teacher")
     pending = "teacher" in (OmegaConf.select(cfg, "stages") or {})
     if isinstance(teacher, str) and not pending and not (Path(teacher) / "config.json").exists():

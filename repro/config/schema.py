@@ -112,6 +112,12 @@ class Root(Strict):
     paper: str | None = Field(description="derived from the experiment path, never typed")
     arm: str | None = Field(description="derived from the experiment path, never typed")
     seed: int = Field(ge=0, le=MAX_SEED)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        description="where models, rollouts, teachers and evaluation run (repro.devices); auto: cuda if any"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        description="compute dtype of forward passes (repro.devices); auto = float32 on CPU, bfloat16 on CUDA"
+    )
     stages: dict[str, str] = Field(description="upstream runs by role (repro.pipeline checks the roles)")
     reward: list[StageFn] = Field(min_length=1)
     advantage: StageFn

