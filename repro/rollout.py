@@ -8,6 +8,7 @@ name `trainer.rollout` gives, from the ROLLOUT_BACKENDS registry.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,11 +68,16 @@ class RolloutBackend(Protocol):
 
 ROLLOUT_BACKENDS = Registry("rollout backend")
 """`trainer.rollout` name -> backend class, built as `cls(tokenizer, stop_strings=...)`. "hf" is
-registered below; "vllm" by repro/rollout_vllm.py (imported by repro.trainers)."""
+registered below; backends in modules of their own register when imported (BACKEND_MODULES)."""
+# Backends with optional dependencies live in their own modules, imported when first named (like
+# an entry point): importing this module never imports vLLM.
+BACKEND_MODULES = {"vllm": "repro.rollout_vllm"}
 
 
 def make_backend(name: str, tok, stop_strings=None) -> RolloutBackend:
     """The rollout backend `trainer.rollout` names (ConfigError naming the key if unknown)."""
+    if name not in ROLLOUT_BACKENDS and name in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[name])
     try:
         cls = ROLLOUT_BACKENDS[name]
     except UnknownNameError as e:
