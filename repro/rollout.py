@@ -10,6 +10,7 @@ ROLLOUT_BACKENDS registry.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,12 +70,17 @@ class RolloutBackend(Protocol):
 
 ROLLOUT_BACKENDS = Registry("rollout backend")
 """`trainer.rollout` name -> backend class, built as `cls(tokenizer, stop_strings=...)`. "hf" is
-registered below; "engine" by repro/engine.py and "vllm" by repro/rollout_vllm.py (both imported
-by repro.trainers and by the config check)."""
+registered below; backends in modules of their own (engine, vllm) register when imported, which
+make_backend does when one is first named (BACKEND_MODULES)."""
+# Backends with optional dependencies live in their own modules, imported when first named (like
+# an entry point): importing this module never imports vLLM.
+BACKEND_MODULES = {"engine": "repro.engine", "vllm": "repro.rollout_vllm"}
 
 
 def make_backend(name: str, tok, stop_strings=None) -> RolloutBackend:
     """The rollout backend `trainer.rollout` names (ConfigError naming the key if unknown)."""
+    if name not in ROLLOUT_BACKENDS and name in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[name])
     try:
         cls = ROLLOUT_BACKENDS[name]
     except UnknownNameError as e:

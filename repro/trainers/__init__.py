@@ -1,7 +1,6 @@
 """Trainers, registered by name in TRAINERS (importing this package registers the built-ins):
 grpo, sft, opd, offline_distill, eval_only. Their config schemas: repro.config.trainer_schemas."""
 
-from repro import engine, rollout_vllm  # noqa: F401  (register the rollout backends engine, vllm)
 from repro.trainers import eval_only, grpo, offline_distill, opd, sft  # noqa: F401  (registers the built-in trainers)
 from repro.trainers.base import TRAINERS, TrainerSpec
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from repro import devices, rollout_vllm  # noqa: F401  (rollout_vllm registers trainer.rollout=vllm)
+from repro import devices
 from repro.errors import ConfigError, NonFiniteError
 from repro.models import load_policy
 from repro.models.micro import load_checkpoint

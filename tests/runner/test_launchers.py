@@ -66,9 +66,11 @@ def test_a_launcher_without_its_plugin_fails_before_anything_runs(repro_root, mo
 
 def test_dry_run_shows_the_launcher_and_validates_its_settings(repro_root, capsys):
     args = ["reproduce", "demo", "--launcher", "submitit_slurm", "--dry-run", "hydra.launcher.partition=gpu"]
-    assert main(args) == 0
+    assert main([*args, "hydra.launcher.array_parallelism=16"]) == 0
     out = capsys.readouterr().out
     assert "hydra/launcher=submitit_slurm" in out and "hydra.launcher.partition=gpu" in out
+    # The user's setting replaces the launcher default (--jobs), it is not given twice.
+    assert out.count("array_parallelism") == 1 and "hydra.launcher.array_parallelism=16" in out
     # A misspelled launcher setting fails at validation, naming the key.
     assert (
         main(["reproduce", "demo", "--launcher", "submitit_slurm", "--dry-run", "hydra.launcher.partitio=x"])
