@@ -166,9 +166,10 @@ class SweepProgress:
         elapsed = time.time() - self.started
         eta = f", ETA {duration(elapsed / k * (self.total - k))}" if 0 < k < self.total else ""
         failed_text = f" ({failed} not finished)" if failed else ""
+        count = f"{k}/{self.total}" if self.total else str(k)
         line = (
-            f"{self.label}: {k}/{self.total} runs done{failed_text}{eta}; "
-            f"last: {name} {status} in {duration(seconds)}"
+            f"{self.label}: {count} runs done{failed_text}{eta}; "
+            f"last: {name} {status} (job {duration(seconds)})"
         )
         print(line, file=stream or sys.stdout, flush=True)
         return line

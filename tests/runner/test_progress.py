@@ -24,9 +24,9 @@ def test_sweep_progress_counts_jobs_from_any_process_and_estimates_the_rest(monk
             here.job_done("experiment=x/b seed=1", "FINISHED", 150.0, stream=out),
         ]
         assert lines == [
-            "demo: 1/3 runs done, ETA 2.0 min; last: experiment=x/a seed=1 FINISHED in 58 s",
-            "demo: 2/3 runs done (1 not finished), ETA 45 s; last: experiment=x/a seed=2 FAILED in 80 s",
-            "demo: 3/3 runs done (1 not finished); last: experiment=x/b seed=1 FINISHED in 2.5 min",
+            "demo: 1/3 runs done, ETA 2.0 min; last: experiment=x/a seed=1 FINISHED (job 58 s)",
+            "demo: 2/3 runs done (1 not finished), ETA 45 s; last: experiment=x/a seed=2 FAILED (job 80 s)",
+            "demo: 3/3 runs done (1 not finished); last: experiment=x/b seed=1 FINISHED (job 2.5 min)",
         ]
         assert out.getvalue().splitlines() == lines
         assert [d["status"] for d in sweep.done()] == ["FINISHED", "FAILED", "FINISHED"]
