@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -369,6 +370,15 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `repro` console script; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `repro ... | head`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from hydra.errors import HydraException
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -60,9 +60,10 @@ def job(cfg: DictConfig) -> dict[str, Any]:
     tracking.configure()
     sweep = SweepProgress.current() if hc.mode == RunMode.MULTIRUN else None
     if sweep is not None and os.getpid() != sweep.parent_pid:
-        # A worker process of a parallel launcher: Ctrl-C reaches it directly (same process group).
-        # Between jobs it must not kill the worker; during a run, run_one catches it.
+        # A worker process of a parallel launcher: Ctrl-C (or a batch system's SIGTERM) reaches it
+        # directly. Between jobs it must not kill the worker; during a run, run_one catches it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     outcome = _job(cfg, overrides, choices, name, sweep, hc.mode == RunMode.MULTIRUN)
     if sweep is not None:
         with contextlib.suppress(OSError):
@@ -169,9 +170,9 @@ def sweep_signals(sweep: SweepProgress) -> Iterator[None]:
             file=sys.stderr,
             flush=True,
         )
-        for pid in _child_pids():  # workers ignore SIGINT between jobs, stop on it during one
+        for pid in _child_pids():  # workers ignore it between jobs and stop on it during one
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGINT)
+                os.kill(pid, signum)
 
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
@@ -201,6 +202,14 @@ def launch(overrides: Sequence[str], multirun: bool, label: str = "sweep") -> li
             done = sweep.done()
             print(f"{label}: aborted after {len(done)} job(s) ended", file=sys.stderr, flush=True)
             raise
+        except Exception as exc:
+            stopped = sweep.stop_requested()
+            if not stopped:
+                raise
+            # Stopping, a worker died (e.g. a signal the batch system sent it): what ended is known.
+            log.warning("%s: the launcher failed while stopping: %s: %s", label, type(exc).__name__, exc)
+            outcomes = [{"status": d["status"], "name": d["name"]} for d in sweep.done()]
+            outcomes.append(_skipped("(jobs of the stopped launcher)", stopped))
         finally:
             sweep.close()
             _shutdown_joblib_workers()
@@ -534,8 +543,10 @@ def reproduce(
     if code:
         print(f"  stopped by a signal: `repro reproduce {slug}` again resumes (finished runs are skipped)")
         return code
-    tables = make_tables(slug, results_dir, tables_dir)
+    tables = make_tables(slug, results_dir, tables_dir, scales=[scale])
     print(f"  tables:   {tables.line}")
+    if tables.verdicts:
+        print(f"  verdicts at scale {scale}:")
     for line in tables.verdicts:
         print(f"    {line}")
     return 0 if runs_ok and tables.ok else 1
@@ -595,8 +606,11 @@ class TablesOutcome:
     verdicts: list[str] = field(default_factory=list)
 
 
-def make_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> TablesOutcome:
-    """Build one paper's tables (see `build_tables`); never raises."""
+def make_tables(
+    slug: str, results_dir: Path, tables_dir: Path, force: bool = False, scales: Sequence[str] | None = None
+) -> TablesOutcome:
+    """Build one paper's tables (see `build_tables`); never raises. `verdicts` lists the claims
+    judged at `scales` (default: every scale)."""
     from repro.tables.arms import arm_table, sync_readme  # tables pull in scipy: not at start-up
 
     try:
@@ -620,7 +634,11 @@ def make_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = Fa
         return TablesOutcome(f"not written: {report.message}", False)
     figures = f"; {len(report.figures)} figure(s) beside it" if report.figures else ""
     unchanged = " (unchanged)" if report.unchanged else ""
-    verdicts = [f"{r.claim.id} ({r.scale}): {r.verdict}" for r in report.results]
+    verdicts = [
+        f"{r.claim.id} ({r.scale}): {r.verdict}"
+        for r in report.results
+        if scales is None or r.scale in scales
+    ]
     return TablesOutcome(f"{report.path}{unchanged}{figures}", True, verdicts=verdicts)
 
 

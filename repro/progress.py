@@ -58,12 +58,15 @@ class ProgressReport:
 
         dapo-s1: step 12/30 reward 0.41 acc 0.37 (ETA 40 s)
 
-    The ETA extrapolates the time per step since the first report."""
+    The ETA extrapolates the time per step since the first report. With `quiet_s`, nothing is
+    shown until the work has taken that long (short evaluations stay silent, long ones report)."""
 
-    def __init__(self, label: str, every_s: float = 30.0, stream: Any = None) -> None:
+    def __init__(self, label: str, every_s: float = 30.0, stream: Any = None, quiet_s: float = 0.0) -> None:
         self.label = label
         self.every_s = every_s
         self.stream = stream
+        self.quiet_s = quiet_s
+        self._created = time.monotonic() if quiet_s else 0.0
         self._first: tuple[float, int] | None = None  # (time, step) of the first report
         self._last_line: float | None = None
         self._bar: Any = None  # rich.progress.Progress while a bar is shown
@@ -76,6 +79,8 @@ class ProgressReport:
         t_first, s_first = self._first
         text = f"step {step}/{total}" + "".join(f" {k} {v:.2f}" for k, v in fields.items())
         stream = self.stream or sys.stdout
+        if now - self._created < self.quiet_s and self._bar is None and self._last_line is None:
+            return
         if _isatty(stream):
             self._show_bar(step, total, text)
         elif step >= total or self._last_line is None or now - self._last_line >= self.every_s:
@@ -161,9 +166,10 @@ class SweepProgress:
         elapsed = time.time() - self.started
         eta = f", ETA {duration(elapsed / k * (self.total - k))}" if 0 < k < self.total else ""
         failed_text = f" ({failed} not finished)" if failed else ""
+        count = f"{k}/{self.total}" if self.total else str(k)
         line = (
-            f"{self.label}: {k}/{self.total} runs done{failed_text}{eta}; "
-            f"last: {name} {status} in {duration(seconds)}"
+            f"{self.label}: {count} runs done{failed_text}{eta}; "
+            f"last: {name} {status} (job {duration(seconds)})"
         )
         print(line, file=stream or sys.stdout, flush=True)
         return line

@@ -231,30 +231,34 @@ def test_a_signal_to_a_run_records_it_as_killed(repro_root, tmp_path, sig):
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_a_parallel_sweep_records_every_running_job_and_starts_no_other(repro_root, tmp_path):
+@pytest.mark.parametrize("parallel", [True, False], ids=["joblib", "basic"])
+def test_ctrl_c_of_a_sweep_records_every_running_job_and_starts_no_other(repro_root, tmp_path, parallel):
     hold = tmp_path / "hold"
     hold.mkdir()
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if parallel else []
     child = _repro(
         "run",
         "-m",
         "experiment=demo/a,demo/b",
         "seed=1,2",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
+        *launcher,
         env=_env(REPRO_TEST_HOLD=str(hold)),
         start_new_session=True,  # its own process group: Ctrl-C in a terminal signals all of it
     )
-    _wait_for([hold / "a-s1.ready", hold / "a-s2.ready"], child)
+    running = [("a", 1), ("a", 2)] if parallel else [("a", 1)]
+    _wait_for([hold / f"{arm}-s{seed}.ready" for arm, seed in running], child)
     os.killpg(child.pid, signal.SIGINT)
     out, err = child.communicate(timeout=180)
 
     assert child.returncode == 130, (out, err)
     assert "Traceback" not in err and "Traceback" not in out
-    assert "2 killed, 2 skipped" in out, out
+    assert f"{len(running)} killed, {4 - len(running)} skipped" in out, out
     runs = mlflow_runs(repro_root)
-    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("a-s1", "KILLED"), ("a-s2", "KILLED")]
-    for seed in (1, 2):
-        rec = _record(repro_root, "a", seed, failed=True)
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        (f"{a}-s{s}", "KILLED") for a, s in running
+    ]
+    for arm, seed in running:
+        rec = _record(repro_root, arm, seed, failed=True)
         assert rec["status"] == "KILLED" and rec["failure_reason"] == "interrupted by SIGINT"
     assert not (repro_root / "results/demo/micro/b").exists()  # the queued jobs never started
 

@@ -64,3 +64,15 @@ def test_grpo_without_save_writes_no_model():
     cfg = compose("experiment=clipping_bottleneck/dapo", "scale=tiny", "seed=8")
     train(cfg)
     assert not checkpoint_dir(cfg).exists()
+
+
+def test_the_base_model_is_reported_pending_then_built_once(tmp_path):
+    from repro.models import base_dir, base_pending, ensure_base
+    from repro.provenance import base_sha256
+
+    cfg = compose("experiment=clipping_bottleneck/dapo", "scale=tiny", f"paths.cache_dir={tmp_path}")
+    assert base_pending(cfg).startswith(f"pretrain the micro base model (30 steps, once) into {tmp_path}")
+    assert base_sha256(base_dir(cfg)) is None  # not built: checksum unknown
+    assert ensure_base(cfg) == base_dir(cfg) and base_pending(cfg) == ""
+    checksum = base_sha256(base_dir(cfg))
+    assert len(checksum) == 64 and base_sha256(ensure_base(cfg)) == checksum  # built once, same bytes
