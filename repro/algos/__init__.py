@@ -3,6 +3,9 @@
     reward -> advantage -> is_weight -> objective -> aggregate
 
 plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers.
+Beyond the basic functions of each stage: label-free rewards (label_free.py: answer votes,
+self-certainty), per-channel normalisation of several rewards (multi_reward.py: GDPO, channel
+shares) and covariance-based objectives (cov_objectives.py: KL-Cov, Clip-Cov).
 
 Importing this package registers every built-in function; papers add theirs from their own
 package with the `register` decorators (e.g. `@RESCUES.register("my_rescue")`, a gradient-weight
@@ -18,7 +21,17 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig
 
-from repro.algos import advantages, aggregation, distill, is_weights, objectives, rewards  # noqa: F401  (registers)
+from repro.algos import (  # noqa: F401  (registers)
+    advantages,
+    aggregation,
+    cov_objectives,
+    distill,
+    is_weights,
+    label_free,
+    multi_reward,
+    objectives,
+    rewards,
+)
 from repro.algos.advantages import ADVANTAGES
 from repro.algos.aggregation import AGGREGATIONS
 from repro.algos.distill import DISTILL_LOSSES
