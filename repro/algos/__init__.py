@@ -80,7 +80,8 @@ def check_stages(cfg: DictConfig, stages: Iterable[str] = PG_STAGES) -> None:
     loss_mat = torch.zeros(2, 3)  # (B, T)
     try:
         if "advantage" in stages:
-            rewards, group = torch.tensor([[0.0], [1.0]]), torch.tensor([0, 0])  # (B, K), (B,)
+            K = len(cfg.reward) if cfg.get("reward") else 1  # one column per reward channel
+            rewards, group = torch.tensor([[0.0], [1.0]]).repeat(1, K), torch.tensor([0, 0])  # (B, K), (B,)
             ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)
         if "is_weight" in stages:
             IS_WEIGHTS[cfg.is_weight.name](logp, logp, mask, **cfg.is_weight.kw)
