@@ -149,6 +149,12 @@ class GRPOConfig(TrainConfig):
     dynamic_sampling_rounds: int = Field(
         ..., ge=1, description="ours: at most this many generation rounds per step (dynamic sampling)"
     )
+    vote_samples: int = Field(
+        0,
+        ge=0,
+        description="samples per held-out problem for maj@G, pass@1 and self-certainty vs correctness "
+        "at every evaluation (repro/eval/vote.py); 0 = off",
+    )
 
     @model_validator(mode="after")
     def _minibatches_fit(self) -> GRPOConfig:

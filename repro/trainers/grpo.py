@@ -23,8 +23,12 @@ import torch
 from omegaconf import DictConfig
 
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
+from repro.algos.label_free import PolicyView, answer_extractor
+from repro.algos.multi_reward import channel_shares
 from repro.algos.rewards import RewardContext
 from repro.eval.micro import HeldOut
+from repro.eval.vote import VoteEval
+from repro.metrics.stability import stability_summary
 from repro.models import load_policy
 from repro.rollout import Rollout, RolloutBackend, make_backend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
@@ -58,25 +62,33 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     learner = Learner(cfg, task, model, backend, optimizer(model, t), rng, gen, obj_gen)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
+    # maj@G and self-certainty vs correctness on held-out problems (trainer.vote_samples > 0).
+    vote = VoteEval.build(cfg, task, backend) if t.get("vote_samples") else None
 
-    last_eval = held.evaluate(model, 0, train_states=None)
+    def evaluate(step: int) -> dict[str, float]:
+        out = held.evaluate(model, step, train_states=None)
+        return out | vote.evaluate(model, step) if vote is not None else out
+
+    last_eval = evaluate(0)
     log(last_eval, 0)
     reward_curve: list[float] = []
-    acc_curve = [last_eval["eval/id/greedy_acc"]]
+    acc_curve, eval_steps = [last_eval["eval/id/greedy_acc"]], [0]
     t0 = time.time()
     for step in range(1, t.steps + 1):
         metrics = update(learner, step)
         log(metrics, step)
         reward_curve.append(metrics["train/reward_mean"])
         if step % t.eval_every == 0 or step == t.steps:
-            last_eval = held.evaluate(model, step, train_states=None)
+            last_eval = evaluate(step)
             log(last_eval, step)
             acc_curve.append(last_eval["eval/id/greedy_acc"])
+            eval_steps.append(step)
         log.progress(step, t.steps, reward=metrics["train/reward_mean"], acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
     final["osc/reward"] = _diff_std(reward_curve)
     final["osc/id_acc"] = _diff_std(acc_curve)
+    final |= stability_summary(eval_steps, acc_curve)  # peak, end/peak, collapse step of id accuracy
     final["train/seconds"] = time.time() - t0
     if t.save:
         save_checkpoint(cfg, model, tok)
@@ -95,11 +107,16 @@ def update(learner: Learner, step: int) -> dict[str, float]:
         "rollout/len_mean": sampled["len_mean"],
         "train/groups_kept_frac": group.unique().numel() / sampled["groups"],
     }
+    metrics |= {f"train/{k}": v for k, v in sampled["reward_stats"].items()}  # e.g. vote/gold_agree
     if rewards.shape[0] == 0:  # every group was uninformative: nothing to learn from
         return metrics
 
     # 3. Advantage per sequence, group-relative (rewards are scored on the CPU; moved to the model's device).
     adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
+    if rewards.shape[1] > 1:  # several reward channels: the share of |A| each one carries
+        names = _channel_names([c.name for c in cfg.reward])
+        shares = channel_shares(cfg.advantage.name, rewards, group, names, **cfg.advantage.kw)
+        metrics |= {f"train/{k}": v for k, v in shares.items()}
     adv = adv.to(roll.completion_ids.device)
 
     # 4. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
@@ -149,7 +166,8 @@ def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.T
     cfg, t, task = learner.cfg, learner.cfg.trainer, learner.task
     G = t.group_size
     rolls, rewards, groups, offset = [], [], [], 0
-    seen_r, seen_len = [], []
+    seen_r, seen_len, reward_stats = [], [], {}
+    extract = answer_extractor(task)
     for _round in range(t.dynamic_sampling_rounds if t.dynamic_sampling else 1):
         missing = t.prompts_per_step - offset
         if missing <= 0:
@@ -163,8 +181,20 @@ def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.T
             temperature=t.temperature,
         )
         group = torch.arange(len(problems)).repeat_interleave(G)  # (B,)
-        ctx = RewardContext(roll.texts, [p.answer for p in problems for _ in range(G)], group, task.verify)
+        # Label-free rewards read the policy's logits (computed only if one asks) and the task's
+        # answer parser; any reward may report diagnostics in extras["stats"].
+        policy = PolicyView(
+            lambda idx, roll=roll: sequence_logits(learner.model, roll, idx),
+            roll.completion_ids,
+            roll.completion_mask,
+        )
+        extras = {"policy": policy, "extract_answer": extract, "stats": {}}
+        ctx = RewardContext(
+            roll.texts, [p.answer for p in problems for _ in range(G)], group, task.verify, extras
+        )
         r = torch.stack([REWARDS[c.name](ctx, **c.kw) for c in cfg.reward], -1)  # (B, K)
+        for k, v in extras["stats"].items():
+            reward_stats.setdefault(k, []).append(v)
         seen_r.append(r[:, 0])
         seen_len.append(roll.completion_mask.sum(1).float())
         if t.dynamic_sampling:
@@ -183,6 +213,7 @@ def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.T
         "reward_std": all_r.std().item(),
         "len_mean": torch.cat(seen_len).mean().item(),
         "groups": all_r.numel() // G,
+        "reward_stats": {k: sum(v) / len(v) for k, v in reward_stats.items()},
     }
     pad = learner.backend.tok.pad_token_id
     return _cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
@@ -216,6 +247,11 @@ def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
         torch.cat([rp(r.sampler_logp, 0.0) for r in rolls]),
         [t for r in rolls for t in r.texts],
     )
+
+
+def _channel_names(names: list[str]) -> list[str]:
+    """Reward names as metric suffixes; a name used twice gets its channel index."""
+    return [n if names.count(n) == 1 else f"{n}{k}" for k, n in enumerate(names)]
 
 
 def _diff_std(xs: list[float]) -> float:
