@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 PARAMS = {
     "qwen3_0_6b_base": 0.60e9,  # Qwen3 technical report (2025), Table 1: 0.6B
     "qwen2_5_math_7b": 7.6e9,  # Qwen2.5 technical report (2024): 7.61B for the 7B architecture
+    "qwen2_5_1_5b_base": 1.54e9,  # Qwen2.5 technical report (2024): 1.54B for the 1.5B architecture
 }
 PROMPT_TOKENS = 120  # ours: a GSM8K "Question: ...\nAnswer:" prompt, ~100-150 tokens
 SFT_TARGET_TOKENS = 130  # ours: a GSM8K solution
