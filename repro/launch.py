@@ -402,8 +402,10 @@ def _estimate_line(est: Estimate, jobs: int) -> str:
         return "estimated wall time: unknown (no recorded run times for these arms at this scale)"
     per = ", ".join(f"{a} {duration(s)}" for a, s in est.per_arm.items())
     unknown = f"; no recorded time for {', '.join(est.unknown)} (not counted)" if est.unknown else ""
+    total = duration(est.seconds)
     return (
-        f"estimated wall time: ~{duration(est.seconds)} with {jobs} parallel job(s) (per run: {per}{unknown})"
+        f"estimated wall time: ~{total} with {jobs} parallel job(s) (per run: {per}{unknown}; "
+        "the runs' own recorded times: process start-up, imports and tracking come on top)"
     )
 
 
