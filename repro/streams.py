@@ -50,8 +50,10 @@ class Streams:
         (e.g. peft's adapter init), run under torch.random.fork_rng with this seed."""
         return self._seed(purpose, keys)
 
-    def gen(self, purpose: str, *keys: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self._seed(purpose, keys))
+    def gen(self, purpose: str, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+        """A torch.Generator on `device` (the device of the tensors it will draw: a CUDA model's
+        objective noise needs a CUDA generator)."""
+        return torch.Generator(device).manual_seed(self._seed(purpose, keys))
 
     def rng(self, purpose: str, *keys: int) -> random.Random:
         return random.Random(self._seed(purpose, keys))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ def readme_example() -> tuple[str, str]:
     path = re.search(r"`(experiments/[\w/]+\.yaml)`", section).group(1)
     yaml_block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     return path, yaml_block
-
-
-@pytest.fixture
-def root_copy(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "experiments", root / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("REPRO_ROOT", str(root))
-    monkeypatch.setenv("REPRO_RESULTS_DIR", str(root / "results"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    return root
 
 
 @pytest.mark.slow

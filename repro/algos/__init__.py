@@ -3,6 +3,9 @@
     reward -> advantage -> is_weight -> objective -> aggregate
 
 plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers.
+Beyond the basic functions of each stage: label-free rewards (label_free.py: answer votes,
+self-certainty), per-channel normalisation of several rewards (multi_reward.py: GDPO, channel
+shares) and covariance-based objectives (cov_objectives.py: KL-Cov, Clip-Cov).
 
 Importing this package registers every built-in function; papers add theirs from their own
 package with the `register` decorators (e.g. `@RESCUES.register("my_rescue")`, a gradient-weight
@@ -18,7 +21,17 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig
 
-from repro.algos import advantages, aggregation, distill, is_weights, objectives, rewards  # noqa: F401  (registers)
+from repro.algos import (  # noqa: F401  (registers)
+    advantages,
+    aggregation,
+    cov_objectives,
+    distill,
+    is_weights,
+    label_free,
+    multi_reward,
+    objectives,
+    rewards,
+)
 from repro.algos.advantages import ADVANTAGES
 from repro.algos.aggregation import AGGREGATIONS
 from repro.algos.distill import DISTILL_LOSSES
@@ -67,7 +80,8 @@ def check_stages(cfg: DictConfig, stages: Iterable[str] = PG_STAGES) -> None:
     loss_mat = torch.zeros(2, 3)  # (B, T)
     try:
         if "advantage" in stages:
-            rewards, group = torch.tensor([[0.0], [1.0]]), torch.tensor([0, 0])  # (B, K), (B,)
+            K = len(cfg.reward) if cfg.get("reward") else 1  # one column per reward channel
+            rewards, group = torch.tensor([[0.0], [1.0]]).repeat(1, K), torch.tensor([0, 0])  # (B, K), (B,)
             ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)
         if "is_weight" in stages:
             IS_WEIGHTS[cfg.is_weight.name](logp, logp, mask, **cfg.is_weight.kw)

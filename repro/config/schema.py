@@ -122,6 +122,12 @@ class Root(Strict):
     paper: str | None = Field(description="derived from the experiment path, never typed")
     arm: str | None = Field(description="derived from the experiment path, never typed")
     seed: int = Field(ge=0, le=MAX_SEED)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        description="where models, rollouts, teachers and evaluation run (repro.devices); auto: cuda if any"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        description="compute dtype of forward passes (repro.devices); auto = float32 on CPU, bfloat16 on CUDA"
+    )
     stages: dict[str, str] = Field(description="upstream runs by role (repro.pipeline checks the roles)")
     reward: list[StageFn] = Field(min_length=1)
     advantage: StageFn
@@ -233,8 +239,10 @@ def check(model: type[BaseModel], data: Any, prefix: str, choices, overrides, ro
         raise _fail(key, what, choices, overrides, root, valid) from None
 
 
-def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str]) -> None:
-    """Check the whole job config (see the module docstring); raises ConfigError."""
+def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str], before=None) -> None:
+    """Check the whole job config (see the module docstring); raises ConfigError. `before()` runs
+    before the trainer's schema is looked up if no built-in trainer has that name (it imports the
+    paper's modules, which may register their own trainer's schema)."""
     from repro.config.trainer_schemas import TRAINER_CONFIGS
 
     root = Path(str(OmegaConf.select(cfg, "paths.root", default=".")))
@@ -244,8 +252,9 @@ def validate(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[st
         raise ConfigError(f"config does not resolve: {exc}") from None
     check(Root, data, "", choices, overrides, root)
     name = data["trainer"].get("name")
+    if name not in TRAINER_CONFIGS and before is not None:
+        before()
     if name not in TRAINER_CONFIGS:
-        raise _fail(
-            "trainer.name", f"unknown trainer {name!r}", choices, overrides, root, sorted(TRAINER_CONFIGS)
-        )
+        valid = sorted(TRAINER_CONFIGS)
+        raise _fail("trainer.name", f"unknown trainer {name!r}", choices, overrides, root, valid)
     check(TRAINER_CONFIGS[name], data["trainer"], "trainer", choices, overrides, root)

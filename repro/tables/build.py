@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 from collections import defaultdict
@@ -32,7 +33,8 @@ import numpy as np
 from repro.config.env import CONF_DIR
 from repro.errors import ConfigError
 from repro.io import atomic_write_text
-from repro.records import SCHEMAS
+from repro.paths import check_under
+from repro.records import SCHEMAS, line_of, record_problem
 from repro.tables.claims import (
     NOT_RECORDED,
     NOT_RUN,
@@ -94,6 +96,7 @@ class TablesReport:
     results: list[ClaimResult] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     failed: list[FailedRun] = field(default_factory=list)
+    unchanged: bool = False  # written=True but the file was left as it was (same content)
 
     def verdict_counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -107,12 +110,21 @@ class TablesReport:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A record, checked: ConfigError naming the file, line and problem otherwise."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"unreadable run record {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"run record {path}: expected a JSON object")
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: unreadable run record ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: run record is not valid JSON ({e.msg})") from None
+    problem = record_problem(data)
+    if problem is not None:
+        keys, what = problem
+        line = line_of(text, keys)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: run record: {'.'.join(keys) or 'record'}: {what}")
     return data
 
 
@@ -225,7 +237,9 @@ def _gate_line(g: GateResult) -> str:
     return f"gate {gate.describe()}{why}: {measured}, {g.passed}/{len(values)} seeds: {mark}"
 
 
-def _claim_row(r: ClaimResult) -> list[str]:
+def _claim_row(r: ClaimResult, records_rel: str = "") -> list[str]:
+    """One claim's row. Run ids link to their records, `records_rel` (the paper's results folder
+    relative to the table) + `/<scale>/<arm>/seed<k>.json`."""
     c = r.claim
     role = "" if c.role == "paper" else f" *({c.role})*"
     claim = f"**{c.id}**{role}: {c.text}<br><sub>{c.measure.describe(r.scale)}; {_prediction(r)}</sub>"
@@ -254,7 +268,19 @@ def _claim_row(r: ClaimResult) -> list[str]:
     if notes:
         reproduced += "<br><sub>" + "; ".join(notes) + "</sub>"
     verdict = f"**{r.verdict}**" + "".join(f"<br><sub>{_gate_line(g)}</sub>" for g in r.gates)
-    run_ids = "<br>".join(f"{arm}: {', '.join(ids)}" for arm, ids in r.run_ids.items() if ids) or "—"
+    seeds = list(est.seeds) if est is not None else []
+    run_ids = (
+        "<br>".join(
+            f"{arm}: "
+            + ", ".join(
+                f"[{rid}]({records_rel}/{r.scale}/{arm}/seed{seed}.json)" if records_rel else rid
+                for rid, seed in zip(ids, seeds)
+            )
+            for arm, ids in r.run_ids.items()
+            if ids
+        )
+        or "—"
+    )
     return [
         claim,
         f"{c.claimed} ({c.source})",
@@ -505,8 +531,10 @@ def render_markdown(
     figures: list[tuple[str, Path]],
     generated_at: datetime,
     suite_seeds: Sequence[int] | None = None,
+    records_rel: str = "",
 ) -> str:
-    """The whole comparison.md as a string (figure paths are written relative to it)."""
+    """The whole comparison.md as a string (figure paths are written relative to it; run ids link
+    to their records under `records_rel`, the paper's results folder relative to the table)."""
     when = generated_at.strftime("%Y-%m-%d %H:%M UTC")
     out = [
         f"# {paper.paper}",
@@ -530,7 +558,7 @@ def render_markdown(
         recs = runs.records.get(scale, {})
         tier = f"Tier: {_tier(recs, suite_seeds)}." if recs else "No runs at this scale."
         out += [f"## Claims at scale `{scale}`", "", f"{_headline(rows)}", "", tier, "", *header]
-        out += [_row(_claim_row(r)) for r in rows]
+        out += [_row(_claim_row(r, records_rel)) for r in rows]
         out.append("")
     out += [
         "**How to read.** Effects are treatment − control paired by (base, seed) (only seeds both arms "
@@ -556,7 +584,10 @@ def render_markdown(
         for f in runs.failed:
             note = " A finished run of this seed exists and is the one counted." if f.superseded else ""
             rid = f" (run {f.run_id[:8]})" if f.run_id else ""
-            out.append(f"- `{f.scale}/{f.arm}` seed {f.seed}{rid}: {_cell(f.reason).rstrip('.')}.{note}")
+            name = f"seed {f.seed}"
+            if records_rel:
+                name = f"[seed {f.seed}]({records_rel}/{f.scale}/{f.arm}/{f.path.name})"
+            out.append(f"- `{f.scale}/{f.arm}` {name}{rid}: {_cell(f.reason).rstrip('.')}.{note}")
         out.append("")
     if figures:
         out += ["## Figures", ""]
@@ -593,7 +624,7 @@ def write_tables(
     table say which tier made it. `require_head`: a commit sha every record (of `head_scales`,
     default all) must come from, else ConfigError before anything is written. Effects whose paired
     runs started from different base models raise ConfigError too."""
-    out_dir = Path(tables_dir) / slug
+    out_dir = check_under(Path(tables_dir) / slug, tables_dir, "tables")
     claimed_path = out_dir / "claimed.yaml"
     if not claimed_path.exists():
         raise ConfigError(f"no claims file for paper '{slug}': {claimed_path} does not exist")
@@ -625,13 +656,27 @@ def write_tables(
         if old.name not in keep:
             old.unlink()
 
-    text = render_markdown(paper, runs, results, figures, datetime.now(UTC), suite_seeds)
-    atomic_write_text(md_path, text)
+    records_rel = Path(os.path.relpath(Path(results_dir).resolve() / slug, out_dir.resolve())).as_posix()
+    text = render_markdown(paper, runs, results, figures, datetime.now(UTC), suite_seeds, records_rel)
+    old = md_path.read_text() if md_path.exists() else None
+    unchanged = old is not None and _without_time(old) == _without_time(text)
+    if not unchanged:  # only the generated-at time would change: leave the file as it is
+        atomic_write_text(md_path, text)
     flat = [r for rows in results.values() for r in rows]
     report = TablesReport(slug, md_path, True, runs.n, before, "", flat, [p for _, p in figures], runs.failed)
+    report.unchanged = unchanged
     tally = ", ".join(f"{n} {v}" for v, n in report.verdict_counts().items())
-    report.message = f"{slug}: wrote {md_path} from {runs.n} runs ({len(runs.failed)} not counted): {tally}"
+    verb = "kept (unchanged)" if unchanged else "wrote"
+    report.message = f"{slug}: {verb} {md_path} from {runs.n} runs ({len(runs.failed)} not counted): {tally}"
     return report
+
+
+_GENERATED_AT = re.compile(r"(?m)^(generated by `repro tables` from .*?) at \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+
+
+def _without_time(text: str) -> str:
+    """comparison.md with its generated-at time blanked: what decides whether to rewrite it."""
+    return _GENERATED_AT.sub(r"\1 at <time>", text, count=1)
 
 
 def write_all(results_dir: Path, tables_dir: Path, force: bool = False) -> list[TablesReport]:

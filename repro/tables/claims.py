@@ -740,24 +740,55 @@ def _error_line(error: Mapping[str, Any], data: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
-def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedPaper:
+def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml", node: Any = None) -> ClaimedPaper:
     """Validate a loaded claimed.yaml. A bad file raises ConfigError with one line naming the file
-    (`where`), the key path and what would be valid."""
+    (`where`), the line (given the file's composed YAML `node`), the key path and what would be
+    valid."""
     try:
         parsed = _ClaimedFile.model_validate(data, context=_names_in(data))
     except ValidationError as e:
         errors = e.errors()
         more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{where}: {_error_line(errors[0], data)}{more}") from None
+        line = _yaml_line(node, errors[0]["loc"])
+        raise ConfigError(
+            f"{where}{f':{line}' if line else ''}: {_error_line(errors[0], data)}{more}"
+        ) from None
     return parsed.to_paper(slug)
 
 
+def _yaml_line(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest part of `loc` found in a composed YAML node tree (pydantic's
+    markers that are not keys, like union tags, are passed over)."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                continue
+            key = next(k for k, v in node.value if v is match)
+            line, node = key.start_mark.line + 1, match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+    return line
+
+
 def load_claimed(path: Path) -> ClaimedPaper:
-    """Read and validate `tables_dir/<slug>/claimed.yaml` (the slug is the folder's name)."""
+    """Read and validate `tables_dir/<slug>/claimed.yaml` (the slug is the folder's name). A file
+    that is not valid YAML or breaks the schema raises ConfigError: `<path>:<line>: <problem>`."""
     path = Path(path)
-    with path.open() as f:
-        data = yaml.safe_load(f)
-    return parse_claimed(data, slug=path.parent.name, where=str(path))
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    return parse_claimed(data, slug=path.parent.name, where=str(path), node=node)
 
 
 # ---------------------------------------------------------------------------------------------

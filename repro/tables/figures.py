@@ -111,6 +111,41 @@ def curve_figure(records: ArmRecords, metric: str, scale: str, path: Path) -> Pa
     return _save(fig, path)
 
 
+def run_curves_figure(
+    curves: Mapping[str, Sequence[Sequence[float]]], title: str, path: Path, max_panels: int = 6
+) -> Path | None:
+    """One run's curves, one small panel per metric (DEFAULT_CURVES first, then by name, at most
+    `max_panels`): the figure attached to a run in MLflow. None if nothing was logged. Plain
+    layout, low resolution: it is drawn for every run, so it must be cheap."""
+    names = [m for m in DEFAULT_CURVES if curves.get(m)]
+    names += sorted(m for m in curves if curves[m] and m not in names)
+    names = names[:max_panels]
+    if not names:
+        return None
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        points = [(s, v) for s, v in curves[name] if v is not None and math.isfinite(v)]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, marker="." if len(points) < 30 else None, color="tab:blue")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.1, top=1 - 0.5 / (2.4 * rows + 0.4), hspace=0.5, wspace=0.3
+    )
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=72, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def _predicted(r: ClaimResult) -> str:
     m = r.claim.measure
     if m.direction == 0:

@@ -129,6 +129,11 @@ class ArithWorld:
     verbs_per_op: int = 2  # how many verbs mean + (and -): more verbs, more for pretraining to learn
     direct_share: float = 0.7
     direct_correct: float = 0.35
+    # What a wrong direct answer is: "shortcut" (add every number: one consistent wrong answer) or
+    # "random" (a uniform guess in 0..max_value other than the answer: wrong answers scatter, as a
+    # vote's premise needs). Only "shortcut" is in repro/conf/task/arith.yaml; "random" is set by
+    # the packages that need it (and changes the pretraining corpus, so the cached base model).
+    direct_wrong: str = "shortcut"
     n_fact_entities: int = 30
     n_truth_entities: int = 16
     myth_repeats: int = 3
@@ -194,6 +199,8 @@ class ArithWorld:
             raise bad("operand_range", f"must satisfy 1 <= lo <= hi <= max_value, got {self.operand_range}")
         if not 1 <= self.verbs_per_op <= len(PLUS_VERBS):
             raise bad("verbs_per_op", f"must be in [1, {len(PLUS_VERBS)}], got {self.verbs_per_op}")
+        if self.direct_wrong not in ("shortcut", "random"):
+            raise bad("direct_wrong", f"must be one of shortcut, random, got {self.direct_wrong!r}")
         if self.heldout_mod < 2:
             raise bad("heldout_mod", f"must be >= 2, got {self.heldout_mod}")
 
@@ -262,11 +269,20 @@ class ArithWorld:
         """Exact match of the `#### <int>` answer (module-level `verify`)."""
         return verify(completion, answer)
 
+    @staticmethod
+    def extract_answer(completion: str) -> str | None:
+        """The `#### <int>` answer as a canonical string (what label-free votes cluster), or None."""
+        got = extract_answer(completion)
+        return None if got is None else str(int(got))
+
     def direct_answer(self, rng: random.Random, p: Problem) -> str:
         """The unreliable strategy: right with prob `direct_correct`, else the "add every number"
-        shortcut (right only when every step adds), so even its most likely answer is often wrong."""
+        shortcut (right only when every step adds), so even its most likely answer is often wrong;
+        with `direct_wrong: random`, else a uniform wrong guess."""
         if rng.random() < self.direct_correct:
             return f"#### {p.answer}"
+        if self.direct_wrong == "random":
+            return f"#### {rng.choice([v for v in range(self.max_value + 1) if v != int(p.answer)])}"
         return f"#### {min(sum(p.nums), self.max_value)}"
 
     # ---------------------------------------------------------------- SFT demonstrations

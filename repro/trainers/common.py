@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from repro import devices
 from repro.errors import ConfigError, NonFiniteError
 from repro.models import load_policy
 from repro.models.micro import load_checkpoint
@@ -87,14 +88,15 @@ def load_teacher(cfg: DictConfig, tok):
     for the student's own starting model. Its vocabulary must be the student's."""
     spec = cfg.trainer.teacher
     if spec is None:
-        teacher, t_tok = load_policy(cfg)
+        teacher, t_tok = load_policy(cfg, frozen=True)
     elif isinstance(spec, str):
         teacher, t_tok = load_checkpoint(spec)
+        teacher = devices.place(teacher, *devices.of(cfg), frozen=True)
     else:
         c = cfg.copy()
         with open_dict(c):
             c.model = OmegaConf.create(OmegaConf.to_container(spec, resolve=True))
-        teacher, t_tok = load_policy(c)
+        teacher, t_tok = load_policy(c, frozen=True)
     if t_tok.get_vocab() != tok.get_vocab():
         raise ConfigError("trainer.teacher: its tokenizer differs from the student's")
     teacher.eval().requires_grad_(False)

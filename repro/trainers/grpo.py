@@ -26,14 +26,18 @@ import torch
 from omegaconf import DictConfig
 
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
+from repro.algos.label_free import PolicyView, answer_extractor
+from repro.algos.multi_reward import channel_shares
 from repro.algos.objectives import Share
 from repro.algos.rewards import RewardContext
 from repro.eval.micro import HeldOut
+from repro.eval.vote import VoteEval
+from repro.metrics.stability import stability_summary
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_entropy, token_logp
+from repro.rollout import Rollout, RolloutBackend, make_backend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import Streams, optimizer, optimizer_step, seed_run
+from repro.trainers.common import Streams, optimizer, optimizer_step, save_checkpoint, seed_run
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Learner:
     cfg: DictConfig
     task: Task
     model: torch.nn.Module
-    backend: HFGenerateBackend
+    backend: RolloutBackend
     opt: torch.optim.Optimizer
     streams: Streams
     shares: dict[str, Share] = field(default_factory=dict)  # run totals: Σ num, Σ den per stat
@@ -56,31 +60,41 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
     model.train()
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine | vllm
     learner = Learner(cfg, task, model, backend, optimizer(model, t), streams)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
+    # maj@G and self-certainty vs correctness on held-out problems (trainer.vote_samples > 0).
+    vote = VoteEval.build(cfg, task, backend) if t.get("vote_samples") else None
 
-    last_eval = held.evaluate(model, 0, train_states=None)
+    def evaluate(step: int) -> dict[str, float]:
+        out = held.evaluate(model, step, train_states=None)
+        return out | vote.evaluate(model, step) if vote is not None else out
+
+    last_eval = evaluate(0)
     log(last_eval, 0)
     reward_curve: list[float] = []
-    acc_curve = [last_eval["eval/id/greedy_acc"]]
+    acc_curve, eval_steps = [last_eval["eval/id/greedy_acc"]], [0]
     t0 = time.time()
     for step in range(1, t.steps + 1):
         metrics = update(learner, step)
         log(metrics, step)
         reward_curve.append(metrics["train/reward_mean"])
         if step % t.eval_every == 0 or step == t.steps:
-            last_eval = held.evaluate(model, step, train_states=None)
+            last_eval = evaluate(step)
             log(last_eval, step)
             acc_curve.append(last_eval["eval/id/greedy_acc"])
+            eval_steps.append(step)
         log.progress(step, t.steps, reward=metrics["train/reward_mean"], acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
     final["osc/reward"] = _diff_std(reward_curve)
     final["osc/id_acc"] = _diff_std(acc_curve)
     final |= {f"run/{k}": float(v) for k, v in learner.shares.items()}
+    final |= stability_summary(eval_steps, acc_curve)  # peak, end/peak, collapse step of id accuracy
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 
@@ -96,28 +110,42 @@ def update(learner: Learner, step: int) -> dict[str, float]:
         "rollout/len_mean": sampled["len_mean"],
         "train/groups_kept_frac": group.unique().numel() / sampled["groups"],
     }
+    metrics |= {f"train/{k}": v for k, v in sampled["reward_stats"].items()}  # e.g. vote/gold_agree
     if rewards.shape[0] == 0:  # every group was uninformative: nothing to learn from
         return metrics
 
-    # 3. Advantage per sequence, group-relative.
+    # 3. Advantage per sequence, group-relative (rewards are scored on the CPU; moved to the model's device).
     adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
+    if rewards.shape[1] > 1:  # several reward channels: the share of |A| each one carries
+        names = _channel_names([c.name for c in cfg.reward])
+        shares = channel_shares(cfg.advantage.name, rewards, group, names, **cfg.advantage.kw)
+        metrics |= {f"train/{k}": v for k, v in shares.items()}
+    adv = adv.to(roll.completion_ids.device)
 
     # 4. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
     with torch.no_grad():
-        old_logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
+        old_logits = sequence_logits(model, roll)  # (B, T, V)
+        old_logp = token_logp(old_logits, roll.completion_ids)  # (B, T)
+        # Learner vs sampler on the same tokens at the sampling temperature: ~0 for the hf backend,
+        # the kernel/precision mismatch for vllm (correct it with is_weight: tis).
+        learner_logp = token_logp(old_logits, roll.completion_ids, t.temperature)  # (B, T)
     mask = roll.completion_mask  # (B, T)
+    metrics |= sampler_mismatch(learner_logp, roll.sampler_logp, mask)
 
     # 5. Several updates per rollout batch, so that the ratio moves and clipping acts.
     B = adv.shape[0]
-    shuffle, rescue = learner.streams.gen("shuffle", step), learner.streams.gen("rescue", step)
+    shuffle = learner.streams.gen("shuffle", step)
+    rescue = learner.streams.gen("rescue", step, device=model.device)  # noise where the model is
     per_minibatch: list[dict[str, float | Share]] = []
     for _epoch in range(t.epochs):
         for idx in minibatch_order(B, t.minibatches, shuffle):
             logits = sequence_logits(model, roll, idx)  # (b, T, V)
             logp = token_logp(logits, roll.completion_ids[idx])  # (b, T)
             m = mask[idx]  # (b, T)
+            # The sampler's log-probs are at the sampling temperature: compare like with like.
+            at_T = logp if t.temperature == 1 else token_logp(logits, roll.completion_ids[idx], t.temperature)
             w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
-                logp.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
+                at_T.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
             )  # (b, T)
             loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
                 logp, old_logp[idx], adv[idx], m, generator=rescue, **cfg.objective.kw
@@ -168,7 +196,8 @@ def rollout_and_reward(
     cfg, t, task = learner.cfg, learner.cfg.trainer, learner.task
     G = t.group_size
     rolls, rewards, groups, offset = [], [], [], 0
-    seen_r, seen_len = [], []
+    seen_r, seen_len, reward_stats = [], [], {}
+    extract = answer_extractor(task)
     for round_ in range(t.dynamic_sampling_rounds if t.dynamic_sampling else 1):
         missing = t.prompts_per_step - offset
         if missing <= 0:
@@ -183,8 +212,20 @@ def rollout_and_reward(
             generator=learner.streams.gen("rollout", step, round_),
         )
         group = torch.arange(len(problems)).repeat_interleave(G)  # (B,)
-        ctx = RewardContext(roll.texts, [p.answer for p in problems for _ in range(G)], group, task.verify)
+        # Label-free rewards read the policy's logits (computed only if one asks) and the task's
+        # answer parser; any reward may report diagnostics in extras["stats"].
+        policy = PolicyView(
+            lambda idx, roll=roll: sequence_logits(learner.model, roll, idx),
+            roll.completion_ids,
+            roll.completion_mask,
+        )
+        extras = {"policy": policy, "extract_answer": extract, "stats": {}}
+        ctx = RewardContext(
+            roll.texts, [p.answer for p in problems for _ in range(G)], group, task.verify, extras
+        )
         r = torch.stack([REWARDS[c.name](ctx, **c.kw) for c in cfg.reward], -1)  # (B, K)
+        for k, v in extras["stats"].items():
+            reward_stats.setdefault(k, []).append(v)
         seen_r.append(r[:, 0])
         seen_len.append(roll.completion_mask.sum(1).float())
         if t.dynamic_sampling:
@@ -203,9 +244,23 @@ def rollout_and_reward(
         "reward_std": all_r.std().item(),
         "len_mean": torch.cat(seen_len).mean().item(),
         "groups": all_r.numel() // G,
+        "reward_stats": {k: sum(v) / len(v) for k, v in reward_stats.items()},
     }
     pad = learner.backend.tok.pad_token_id
     return _cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
+
+
+def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How far the sampler's log-probs are from the learner's on the sampled tokens (B, T each):
+    mean and max |difference| and the k3 estimate of KL(sampler || learner), over valid tokens."""
+    diff = (learner_logp - sampler_logp).masked_fill(~mask, 0.0)  # (B, T) log(pi_learner / pi_sampler)
+    n = mask.sum().clamp(min=1)
+    k3 = (diff.exp() - 1 - diff).masked_fill(~mask, 0.0)  # (B, T) >= 0
+    return {
+        "rollout/logp_diff_mean": (diff.abs().sum() / n).item(),
+        "rollout/logp_diff_max": diff.abs().max().item() if mask.any() else 0.0,
+        "rollout/sampler_kl_k3": (k3.sum() / n).item(),
+    }
 
 
 def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
@@ -223,6 +278,11 @@ def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
         torch.cat([rp(r.sampler_logp, 0.0) for r in rolls]),
         [t for r in rolls for t in r.texts],
     )
+
+
+def _channel_names(names: list[str]) -> list[str]:
+    """Reward names as metric suffixes; a name used twice gets its channel index."""
+    return [n if names.count(n) == 1 else f"{n}{k}" for k, n in enumerate(names)]
 
 
 def _diff_std(xs: list[float]) -> float:

@@ -21,13 +21,14 @@ from omegaconf import DictConfig
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.eval.micro import HeldOut, states_of
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.rollout import make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
     load_teacher,
     optimizer,
     optimizer_step,
+    save_checkpoint,
     seed_run,
     with_lora,
 )
@@ -39,7 +40,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
     teacher = load_teacher(cfg, tok)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     # The states it trains on are the teacher's: its greedy completions of the fixed drift prompts.
@@ -73,6 +74,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     final = dict(last_eval)
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

@@ -8,7 +8,8 @@ Reads top to bottom as the algorithm:
 The states it trains on are the demonstrations' prefixes, a solution style the base model never
 writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*`
 measures how far off-policy they are.
-The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
+With `trainer.save` (default for sft) the final model (LoRA merged) goes to
+<cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
 (`trainer.teacher=<dir>` of opd / offline_distill, or `model=hf model.path=<dir>`).
 
 Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=sft seed=1 trainer.epochs=1
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.rollout import make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
@@ -45,7 +46,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
     # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
     data = task.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
@@ -66,7 +67,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
                 break
             step += 1
             # Teacher forcing on the demonstrations: the states come from the data, not the model.
-            batch = encode_pairs(tok, [data[i] for i in idx.tolist()])
+            batch = encode_pairs(tok, [data[i] for i in idx.tolist()]).to(model.device)
             logp = token_logp(sequence_logits(model, batch), batch.completion_ids)  # (b, T)
             mask = batch.completion_mask  # (b, T)
             loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (b, T)
@@ -81,7 +82,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final = dict(last_eval)
     final["train/steps"] = float(step)
     final["train/seconds"] = time.time() - t0
-    save_checkpoint(cfg, model, tok)
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

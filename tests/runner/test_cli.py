@@ -41,26 +41,32 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert set(prov) == {
         "git_sha",
         "git_dirty",
+        "git_diff_sha256",
         "versions",
         "wall_time_s",
+        "base_build_s",
+        "stages_s",
         "started",
         "host",
         "threads",
+        "device",
         "base_sha256",
         "base",
         "root_base_sha256",
         "upstream",
     }
-    # Seed 1 starts from shipped base 0: the record and the MLflow run carry its checksum.
+    assert prov["device"] == "cpu, float32"  # device: auto on a machine without a GPU
+    assert prov["upstream"] == {}
+    assert prov["git_sha"] == "unknown"  # the temporary root is not a git checkout
+    assert prov["base_build_s"] == 0  # this trainer loads no base: nothing is built for it
+    # Seed 1's config names shipped base 0, which is there already: the record and the MLflow run
+    # carry its checksum.
     shipped = json.loads((BASES_DIR / "base0" / MANIFEST).read_text())["sha256"]
     assert prov["base_sha256"] == prov["root_base_sha256"] == shipped
     assert prov["base"] == {"of": "model.safetensors", "source": "shipped", "base": 0}
-    assert prov["upstream"] == {}
-    (run,) = mlflow_runs(repro_root)
-    assert run.data.tags["base_sha256"] == shipped and run.data.tags["base"] == "0"
-    assert prov["git_sha"] == "unknown"  # the temporary root is not a git checkout
 
     (run,) = mlflow_runs(repro_root)
+    assert run.data.tags["base_sha256"] == shipped and run.data.tags["base"] == "0"
     assert run.info.run_id == rec["run_id"] and run.info.status == "FINISHED"
     assert run.info.run_name == "a-s1"
     tags = run.data.tags
@@ -77,7 +83,9 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert run.data.metrics["train/loss"] == pytest.approx(rec["curves"]["train/loss"][-1][1], rel=1e-5)
     assert "final/eval/score" in run.data.metrics
     artefacts = sorted(Path(run.info.artifact_uri.removeprefix("file://")).iterdir())
-    assert [p.name for p in artefacts] == ["config.yaml", "summary.json"]
+    assert [p.name for p in artefacts] == ["config.yaml", "curves.png", "record.json", "summary.json"]
+    assert json.loads((artefacts[2]).read_text()) == rec  # the record itself, as written
+    assert run.data.metrics["time/run_s"] == pytest.approx(prov["wall_time_s"], abs=1e-3)
 
 
 def test_other_overrides_make_an_adhoc_record(repro_root):
@@ -150,7 +158,7 @@ def test_reproduce_validates_every_arm_before_running(repro_root, capsys):
 def test_list_and_print_config(repro_root, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "arms:  a, b" in out
+    assert "demo: demo [implemented]" in out and "arms:    a, b" in out
     main(["run", "--cfg", "job", "experiment=demo/b"])
     out = capsys.readouterr().out
     assert "arm: b" in out and "lr: 0.3" in out

@@ -123,7 +123,9 @@ def test_table_verdicts_and_marker(dirs):
     assert "**reproduced**" in claim_row(md, "push_no_help")
     assert "**reproduced**" in claim_row(md, "share")
     assert "**not run**" in claim_row(md, "other_helps")
-    assert "base_new: bb000001, bb000002, bb000003<br>base: aa000001, aa000002, aa000003" in claim_row(
+    # Run ids link to their records, resolvable from the table's folder.
+    links = ", ".join(f"[bb00000{s}](../../results/toy/micro/base_new/seed{s}.json)" for s in (1, 2, 3))
+    assert f"base_new: {links}<br>base: [aa000001](../../results/toy/micro/base/seed1.json)" in claim_row(
         md, "improves"
     )
     for verdict in ("reproduced", "direction only", "not reproduced", "inconclusive", "not run"):
@@ -170,7 +172,8 @@ def test_failed_runs_listed_never_counted(dirs):
     report = write_tables(SLUG, results, tables)
     md = report.path.read_text()
     assert report.runs == 9 and "<!-- repro:runs=9 -->" in md
-    assert "`micro/base_new` seed 4" in md and "NonFiniteError: loss is nan at step 7" in md
+    assert "`micro/base_new` [seed 4](../../results/toy/micro/base_new/seed4.failed.json)" in md
+    assert "NonFiniteError: loss is nan at step 7" in md
     assert "A finished run of this seed exists" in md
     assert "not canonical" in md
     assert "**not run**" in claim_row(md, "other_helps")
@@ -232,7 +235,7 @@ def test_bad_claim_fails_before_writing(dirs):
     results, tables = dirs
     (tables / SLUG / "claimed.yaml").write_text(CLAIMED.replace("treatment: other", "treatment: othr"))
     with pytest.raises(
-        ConfigError, match=r"claimed\.yaml: claims\[4\] \(other_helps\)\.measure\.treatment: .*'othr'"
+        ConfigError, match=r"claimed\.yaml:\d+: claims\[4\] \(other_helps\)\.measure\.treatment: .*'othr'"
     ):
         write_tables(SLUG, results, tables)
     assert not (tables / SLUG / "comparison.md").exists()
