@@ -54,6 +54,7 @@ def trained(world_tok):
     world, _ = world_tok
     cfg = OmegaConf.create(
         dict(
+            base=0,  # the pretraining seed
             arch=dict(hidden=64, intermediate=128, layers=2, heads=4, max_len=96),
             pretrain=dict(
                 seed=0, steps=150, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.01, mixture=MIX
