@@ -52,7 +52,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     last_eval = held.evaluate(model, 0, train_states)
     log(last_eval, 0)
-    t0 = time.time()
+    t0, supervised = time.time(), 0  # supervised: target tokens so far (to match budgets across trainers)
     for step in range(1, t.steps + 1):
         prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
         # 1. The teacher writes full greedy completions of the prompts: the sequence-level KD targets.
@@ -63,6 +63,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         metrics = {"rollout/len_mean": mask.sum(1).float().mean().item()}
         loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (B, T)
         loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+        supervised += int(mask.sum())
+        metrics["train/supervised_tokens"] = float(supervised)
         metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
         metrics["train/loss"] = loss.item()
         log(metrics, step)
@@ -72,6 +74,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         log.progress(step, t.steps, loss=metrics["train/loss"], acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
+    final["train/supervised_tokens"] = float(supervised)
     final["train/seconds"] = time.time() - t0
     return final
 
