@@ -1,6 +1,6 @@
 """`repro`: reproduce a paper's claims, run experiments, build tables, browse runs.
 
-    repro reproduce <paper> [--seeds 1,2] [--arms a,b] [--jobs N] [--dry-run] [overrides ...]
+    repro reproduce <paper> [--seeds 1,2] [--arms a,b] [--jobs N] [--dry-run] [--reuse] [overrides ...]
     repro reproduce all                                  every paper with a suite
     repro run experiment=<paper>/<arm> [seed=N] [scale=micro|small|paper|tiny] [key=value ...]
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
@@ -92,9 +92,13 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
             raise ConfigError(f"no paper package with a {config.SUITE_FILE} in {root / 'experiments'}")
         if arms:
             raise ConfigError("--arms needs one paper, not `all`")
-        return max(launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run) for s in slugs)
+        return max(
+            launch.reproduce(s, ns.overrides, seeds, ns.jobs, dry_run=ns.dry_run, reuse=ns.reuse)
+            for s in slugs
+        )
     config.check_slug("paper", ns.slug)
-    return launch.reproduce(ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run)
+    reuse = ns.reuse
+    return launch.reproduce(ns.slug, ns.overrides, seeds, ns.jobs, arms, dry_run=ns.dry_run, reuse=reuse)
 
 
 def _defaults():
@@ -199,6 +203,12 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     r.add_argument("--arms", help="comma-separated subset of the suite's arms")
     r.add_argument(
         "--dry-run", action="store_true", help="validate every arm and print the plan; run nothing"
+    )
+    r.add_argument(
+        "--reuse",
+        action="store_true",
+        help="copy the record of another arm that ran the same config instead of running it (records do "
+        "not yet name their base model: use only where every record comes from the same base)",
     )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")

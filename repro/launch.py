@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repro import config, pipeline, records, runner, tracking
+from repro import config, pipeline, provenance, records, runner, tracking
 from repro.errors import ConfigError
 from repro.registry import UnknownNameError
 
@@ -147,9 +147,14 @@ def reproduce(
     jobs: int | None = None,
     arms: list[str] | None = None,
     dry_run: bool = False,
+    reuse: bool = False,
 ) -> int:
     """Validate every arm, create the MLflow store, run arms x seeds as one multirun, build tables.
-    With dry_run, stop after validating and printing the plan."""
+    With reuse, a run whose computation an existing canonical record of another arm (of any
+    package) already did, by equal `provenance.reuse_key`, is not run again: its record is copied
+    (records.reused_copy). Off by default: records do not yet carry the checksum of the base model
+    they started from, and a base pretrained on another machine differs, so a copied record may
+    come from another base. With dry_run, stop after validating and printing the plan."""
     tic = time.monotonic()
     root = config.find_root()
     config.prepare_environment(root)
@@ -195,36 +200,63 @@ def reproduce(
             cfgs[arm] = cfg
     first = cfgs[arms[0]]
     uri, experiment = first.tracking.uri, first.tracking.experiment or slug
+    scale = OmegaConf.select(first, "scale.name")
+    results_dir = Path(first.paths.results_dir)
+    tables_dir = Path(first.paths.tables_dir)
 
-    # Arms that learn from other arms' outputs (repro.pipeline stages) run in a later wave.
+    # Runs another arm's canonical record already did (canonical runs only: no extra overrides).
+    reusable: dict[tuple[str, int], Path] = {}
+    if reuse and not records.extra_overrides(user):
+        reusable = find_reusable_runs(slug, arms, seeds, user, results_dir, str(scale))
+    todo = {arm: [s for s in seeds if (arm, s) not in reusable] for arm in arms}
+
+    # Arms that learn from other arms' outputs (repro.pipeline stages) run in a later wave; within
+    # a wave, arms that still need the same seeds share one sweep.
     sweeps = []
-    for wave in waves(arms, needs):
-        sweep = [
-            f"experiment={','.join(f'{slug}/{a}' for a in wave)}",
-            f"seed={','.join(map(str, seeds))}",
-            *user,
-            *([] if user_threads else [f"++trainer.threads={threads}"]),
-        ]
-        if jobs > 1:
-            sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, len(wave) * len(seeds))}"]
-        sweeps.append(sweep)
-    in_waves = f" in {len(sweeps)} waves" if len(sweeps) > 1 else ""
+    ordered = waves(arms, needs)
+    for wave in ordered:
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for arm in wave:
+            if todo[arm]:
+                groups.setdefault(tuple(todo[arm]), []).append(arm)
+        for group_seeds, group in groups.items():
+            sweep = [
+                f"experiment={','.join(f'{slug}/{a}' for a in group)}",
+                f"seed={','.join(map(str, group_seeds))}",
+                *user,
+                *([] if user_threads else [f"++trainer.threads={threads}"]),
+            ]
+            n_runs = len(group) * len(group_seeds)
+            if jobs > 1 and n_runs > 1:
+                sweep += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={min(jobs, n_runs)}"]
+            sweeps.append(sweep)
+    in_waves = f" in {len(ordered)} waves" if len(ordered) > 1 else ""
+    reused = f", {len(reusable)} reused from other arms' records" if reusable else ""
     print(
         f"repro reproduce {slug}: {len(arms)} arms x {len(seeds)} seeds = {len(arms) * len(seeds)} runs"
-        f"{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",
+        f"{reused}{in_waves}, {jobs} parallel job(s) x {threads} thread(s)",
         flush=True,
     )
     if dry_run:
         print(f"  validated: {', '.join(arms)}")
+        for (arm, seed), path in reusable.items():
+            print(f"  would reuse: {slug}/{arm} seed {seed} <- {path.relative_to(results_dir)}")
         for sweep in sweeps:
             print(f"  would run: repro run -m {' '.join(sweep)}")
         return 0
+    for (arm, seed), path in reusable.items():
+        source = records.read_record(path)
+        copy = records.reused_copy(source, str(path.relative_to(results_dir)), paper=slug, arm=arm)
+        target = records.record_path(
+            results_dir, paper=slug, scale=str(scale), arm=arm, seed=seed, canonical=True,
+            config_hash=copy["config_hash"], failed=False,
+        )  # fmt: skip
+        records.write_record(copy, target)
+        print(f"  reused: {slug}/{arm} seed {seed} <- {path.relative_to(results_dir)}", flush=True)
     tracking.ensure_store(uri, experiment)
     outcomes = [o for sweep in sweeps for o in launch(sweep, multirun=True)]
+    outcomes += [{"status": "FINISHED", "name": f"{arm} seed {seed} (reused)"} for arm, seed in reusable]
 
-    scale = OmegaConf.select(first, "scale.name")
-    results_dir = Path(first.paths.results_dir)
-    tables_dir = Path(first.paths.tables_dir)
     tables_line, tables_ok = build_tables(slug, results_dir, tables_dir)
 
     text, runs_ok = summary(f"\n{slug}", outcomes, time.monotonic() - tic)
@@ -234,6 +266,25 @@ def reproduce(
     print(f"  MLflow:   {uri} (experiment '{experiment}'); browse with `repro ui`")
     print(f"  tables:   {tables_line}")
     return 0 if runs_ok and tables_ok else 1
+
+
+def find_reusable_runs(
+    slug: str, arms: Sequence[str], seeds: Sequence[int], user: Sequence[str], results_dir: Path, scale: str
+) -> dict[tuple[str, int], Path]:
+    """(arm, seed) -> the record of another arm that ran the same computation (equal reuse key of
+    the config the runner would record: composed, with upstream stages applied), where one exists."""
+    found = {}
+    with config.hydra_app() as hydra:
+        for arm in arms:
+            for seed in seeds:
+                overrides = [f"experiment={slug}/{arm}", f"seed={seed}", *user]
+                cfg = config.compose(hydra, overrides)
+                cfg = pipeline.apply(cfg, pipeline.plan(cfg, overrides))
+                key = provenance.reuse_key(provenance.portable_config(cfg))
+                path = records.find_reusable(results_dir, scale, seed, key, exclude=(slug, arm))
+                if path is not None:
+                    found[(arm, seed)] = path
+    return found
 
 
 def build_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> tuple[str, bool]:

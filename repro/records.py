@@ -4,6 +4,10 @@
     <results_dir>/<paper>/<scale>/<arm>/adhoc/seed<seed>-<hash8>.json     runs with other overrides
     ... .failed.json                                                      the same, for failed runs
 
+A canonical record may be *reused* by another arm that runs the same computation (equal
+`provenance.reuse_key`, e.g. an arm of one package that only extends an arm of another): the copy
+carries the new paper and arm and says where it came from in `provenance.reused_from`.
+
 A run is canonical when its only overrides are the experiment, seed, scale and where things are
 written (hydra.*, paths.*, tracking.*, trainer.threads): exactly what `repro reproduce` runs.
 A record's `overrides` lists only the other overrides (empty for a canonical run), which is what
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.io import atomic_write_text
+from repro.provenance import config_hash, reuse_key
 
 SCHEMA = 1
 KEYS = (
@@ -182,3 +187,44 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load one record."""
     with open(path) as f:
         return json.load(f)
+
+
+def find_reusable(
+    results_dir: str | os.PathLike[str], scale: str, seed: int, key: str, *, exclude: tuple[str, str]
+) -> Path | None:
+    """The first (in path order) finished canonical record at `scale` and `seed` whose reuse key
+    is `key`, other than the (paper, arm) `exclude`'s own and other than reused copies; None if none."""
+    for path in sorted(Path(results_dir).glob(f"*/{scale}/*/seed{seed}.json")):
+        if (path.parent.parent.parent.name, path.parent.name) == exclude:
+            continue
+        try:
+            rec = read_record(path)
+        except (OSError, ValueError):
+            continue
+        if (
+            rec.get("status") == "FINISHED"
+            and not rec.get("overrides")
+            and not (rec.get("provenance") or {}).get("reused_from")
+            and isinstance(rec.get("config"), dict)
+            and reuse_key(rec["config"]) == key
+        ):
+            return path
+    return None
+
+
+def reused_copy(source: dict[str, Any], source_path: str, *, paper: str, arm: str) -> dict[str, Any]:
+    """The record of `paper`/`arm` for a run reused from `source` (read from `source_path`): the
+    same numbers, run id and provenance, the new names, and `provenance.reused_from`."""
+    cfg = {**source["config"], "paper": paper, "arm": arm}
+    prov = {
+        **source["provenance"],
+        "reused_from": {
+            "record": source_path,
+            "run_id": source.get("run_id"),
+            "config_hash": source.get("config_hash"),
+        },
+    }
+    record = {**source, "paper": paper, "arm": arm, "config": cfg, "config_hash": config_hash(cfg)}
+    record["provenance"] = prov
+    assert tuple(record) == KEYS
+    return record
