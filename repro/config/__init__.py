@@ -13,6 +13,7 @@ from repro.config.compose import (
     finalize,
     hydra_app,
     import_paper_modules,
+    package_dependencies,
 )
 from repro.config.env import (
     CONF_DIR,
@@ -45,6 +46,7 @@ __all__ = [
     "import_paper_modules",
     "load_suite",
     "package_arms",
+    "package_dependencies",
     "package_dir",
     "packages",
     "prepare_environment",
