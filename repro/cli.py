@@ -6,6 +6,7 @@
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
     repro run --cfg job experiment=<paper>/<arm>         print the composed, validated config
     repro tables [paper ...] [--force]                   paper_tables/<paper>/comparison.md
+    repro report [--browser] [--screenshots DIR]         site paper_tables/index.html, README results
     repro list                                           papers and their arms
     repro eval model=smollm2_135m tasks=[gsm8k,mmlu]     real benchmarks through lm-eval
     repro ui [--port 5000]                               MLflow UI on 127.0.0.1
@@ -121,6 +122,38 @@ def cmd_tables(ns: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_report(ns: argparse.Namespace) -> int:
+    """`repro report`: write the site under paper_tables/ and the README's results section from the
+    committed records and tables, then check every link and count (and, with --browser, render
+    each page in headless Chromium). Exit 1 if a check fails."""
+    from repro.report import build_report, site_pages
+    from repro.report.browser import find_chromium, render
+
+    cfg = _defaults()
+    tables_dir = Path(cfg.paths.tables_dir)
+    report = build_report(Path(cfg.paths.root), Path(cfg.paths.results_dir), tables_dir)
+    n, done = len(report.papers), sum(p.reproduced for p in report.papers)
+    print(f"repro report: {len(report.pages)} files in {tables_dir}: {n} papers, {done} with runs")
+    print(f"  README results section: {'updated' if report.readme_changed else 'unchanged'}")
+    problems = list(report.problems)
+    if ns.browser or ns.screenshots:
+        chromium = find_chromium()
+        if chromium is None:
+            problems.append(
+                "--browser: no Chromium found (install Debian's `chromium` or set REPRO_CHROMIUM)"
+            )
+        else:
+            shots = Path(ns.screenshots) if ns.screenshots else None
+            for result in render(site_pages(tables_dir), chromium, screenshots=shots):
+                problems += result.problems()
+                print(f"  rendered {result.path.relative_to(tables_dir)}: {result.images} images"
+                      + (f", screenshot {result.screenshot}" if result.screenshot else ""))  # fmt: skip
+    for problem in problems:
+        print(f"  PROBLEM: {problem}", file=sys.stderr)
+    print(f"  checks: {'all passed' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 def cmd_ui(ns: argparse.Namespace) -> int:
     uri = _defaults().tracking.uri
     try:
@@ -213,17 +246,21 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")
     t.add_argument("--force", action="store_true", help="overwrite a table that counted more runs")
+    rep = _Parser(prog="repro report", description=cmd_report.__doc__, formatter_class=fmt)
+    rep.add_argument("--browser", action="store_true", help="also render every page in headless Chromium")
+    rep.add_argument("--screenshots", help="with --browser: write a PNG of each page's first screen here")
     u = _Parser(prog="repro ui", description="MLflow UI on 127.0.0.1 for the tracking store.")
     u.add_argument("--port", type=_positive, default=5000)
     lst = _Parser(prog="repro list", description="Papers, their arms and suites.")
     e = _Parser(prog="repro eval", description=cmd_eval.__doc__, formatter_class=fmt)
     e.add_argument("overrides", nargs="*", help="Hydra overrides of repro/conf/evaluate.yaml")
-    return {"reproduce": r, "tables": t, "ui": u, "list": lst, "eval": e}
+    return {"reproduce": r, "tables": t, "report": rep, "ui": u, "list": lst, "eval": e}
 
 
 COMMANDS = {
     "reproduce": cmd_reproduce,
     "tables": cmd_tables,
+    "report": cmd_report,
     "ui": cmd_ui,
     "list": cmd_list,
     "eval": cmd_eval,
