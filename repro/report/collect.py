@@ -124,9 +124,11 @@ class PaperReport:
             out += [r for r in marked if r.estimate is not None and r.estimate.n > 0]
         return out
 
-    def commits(self) -> list[str]:
-        """The code commits (short sha, `+dirty` when the tree was) the counted runs came from."""
-        return sorted({r.git_sha[:10] + ("+dirty" if r.dirty else "") for r in self.runs})
+    def commits(self, scale: str | None = None) -> list[str]:
+        """The code commits (short sha, `+dirty` when the tree was) the counted runs (of `scale`)
+        came from."""
+        runs = [r for r in self.runs if scale is None or r.scale == scale]
+        return sorted({r.git_sha[:10] + ("+dirty" if r.dirty else "") for r in runs})
 
     def tiers(self) -> list[str]:
         return sorted({r.tier for r in self.runs if r.tier})

@@ -290,10 +290,10 @@ def _counts_rows(papers: Sequence[PaperReport], verdicts: Sequence[str], site_di
             row = f'<tr data-paper="{esc(p.slug)}" data-status="not-reproduced">'
             yield f"{row}{name}{_row_cells(values, verdicts)}</tr>"
             continue
-        commits = ", ".join(f"<code>{esc(c)}</code>" for c in p.commits()) or "—"
         for scale, tally in counts.items():
             runs = sum(1 for r in p.runs if r.scale == scale)
-            values = [f"{runs} runs", f"<code>{esc(scale)}</code>", str(sum(tally.values()))]
+            commits = ", ".join(f"<code>{esc(c)}</code>" for c in p.commits(scale)) or "—"
+            values = ["measured", f"<code>{esc(scale)}</code>", str(sum(tally.values()))]
             values += [str(tally.get(v, 0)) for v in verdicts] + [str(runs), commits]
             row = f'<tr data-paper="{esc(p.slug)}" data-scale="{esc(scale)}" data-status="reproduced">'
             yield f"{row}{name}{_row_cells(values, verdicts, counted=True)}</tr>"

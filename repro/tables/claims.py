@@ -889,7 +889,7 @@ def _evaluate_correlation(claim: Claim, scale: str, universe: Universe, paper: s
     papers = sorted({p.paper for p in points})
     by_paper = ", ".join(f"{pp} {sum(p.paper == pp for p in points)}" for pp in papers)
     notes = [f"{len(points)} runs of {len(arms)} arms ({by_paper}); {total - len(points)} runs lack a metric"]
-    notes.append("95% CI: percentile bootstrap over arms (2000 resamples, fixed seed)")
+    notes.append("± sd and 95% CI: percentile bootstrap over arms (2000 resamples, fixed seed)")
     if est.ci is None:
         notes.append("fewer than 3 arms or too many tied resamples: no CI")
     return ClaimResult(claim, scale, verdict(m, est), est, {}, tuple(notes), tuple(points))
