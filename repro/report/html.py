@@ -379,7 +379,7 @@ def paper_page(p: PaperReport, site_dir: Path) -> str:
         links.append(f'<a href="{href(p.readme, page_dir)}">package README</a>')
     parts.append(f"<p>{' · '.join(links)}</p>")
     if p.what:
-        parts.append(f"<p>{esc(p.what)}.</p>")
+        parts.append(f"<p>{esc(p.what[:1].upper() + p.what[1:])}.</p>")
     counts = p.counts()
     status = [f"<strong>{esc(p.status.replace('`', ''))}</strong>"]
     for scale, tally in counts.items():
