@@ -6,6 +6,8 @@
     nox -s reproduce -- clipping_bottleneck --seeds 1,2     `repro reproduce` (default: all), tables
                                           only from records of HEAD's code (--require-head)
     nox -s tables                         `repro tables` (pass slugs / --force after --)
+    nox -s report                         `repro report` + its tests; renders every page in headless
+                                          Chromium when one is installed (Debian: apt-get install chromium)
 
 Scale-out sessions (not in the default list; each builds its own environment, see README
 "Scaling out"):
@@ -19,6 +21,8 @@ machines), then the package with its dev extras.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import nox
 
@@ -65,6 +69,19 @@ def reproduce(session: nox.Session) -> None:
 def tables(session: nox.Session) -> None:
     install(session)
     session.run("repro", "tables", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """The static site under paper_tables/ and the README's results section, then its checks. The
+    browser checks need a system Chromium (not pip-installable): without one they are skipped."""
+    install(session)
+    shots = session.posargs[0] if session.posargs else ".nox/report-screenshots"
+    browser = any(shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome"))
+    if not browser:
+        session.warn("no Chromium on PATH: link and count checks only (Debian: apt-get install chromium)")
+    session.run("repro", "report", *(["--browser", "--screenshots", shots] if browser else []))
+    session.run("python", "-m", "pytest", "tests/report")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,12 +5,15 @@
                                       record is up to date are skipped (--force reruns them); --dry-run
                                       prints the plan, its estimated time and what it builds first
         [--launcher joblib|submitit_local|submitit_slurm|ray]   where the sweep's jobs run
+        [--reuse]                     copy another arm's record of the same run (same config but for
+                                      its name, code and base model) instead of running it
     repro reproduce all               every paper with a suite
     repro run experiment=<paper>/<arm> [seed=N] [scale=micro|small|paper|tiny] [key=value ...]
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
     repro run --cfg job experiment=<paper>/<arm>         print the composed, validated config
     repro reproduce <paper> --power [--max-seeds 30]     + the seeds each claim needs for 80% power
     repro tables [paper ...] [--force] [--require-head]  paper_tables/<paper>/comparison.md
+    repro report [--browser] [--screenshots DIR]         site paper_tables/index.html, README results
     repro pretrain [--base K] [overrides ...]            rebuild a shipped micro base, compare checksums
     repro list                                           papers (implemented or not), arms, records
     repro mlflow-import [paper ...] [--uri URI]          load the committed records into MLflow
@@ -129,6 +132,7 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
                     dry_run=ns.dry_run,
                     force=ns.force,
                     launcher=ns.launcher,
+                    reuse=ns.reuse,
                     **tier,
                 )
             )
@@ -145,6 +149,7 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
         dry_run=ns.dry_run,
         force=ns.force,
         launcher=ns.launcher,
+        reuse=ns.reuse,
         **tier,
     )
 
@@ -191,6 +196,38 @@ def cmd_tables(ns: argparse.Namespace) -> int:
 
 def cmd_pretrain(ns: argparse.Namespace) -> int:
     return launch.pretrain(ns.base, ns.overrides, ship=ns.ship)
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    """`repro report`: write the site under paper_tables/ and the README's results section from the
+    committed records and tables, then check every link and count (and, with --browser, render
+    each page in headless Chromium). Exit 1 if a check fails."""
+    from repro.report import build_report, site_pages
+    from repro.report.browser import find_chromium, render
+
+    cfg = _defaults()
+    tables_dir = Path(cfg.paths.tables_dir)
+    report = build_report(Path(cfg.paths.root), Path(cfg.paths.results_dir), tables_dir)
+    n, done = len(report.papers), sum(p.reproduced for p in report.papers)
+    print(f"repro report: {len(report.pages)} files in {tables_dir}: {n} papers, {done} with runs")
+    print(f"  README results section: {'updated' if report.readme_changed else 'unchanged'}")
+    problems = list(report.problems)
+    if ns.browser or ns.screenshots:
+        chromium = find_chromium()
+        if chromium is None:
+            problems.append(
+                "--browser: no Chromium found (install Debian's `chromium` or set REPRO_CHROMIUM)"
+            )
+        else:
+            shots = Path(ns.screenshots) if ns.screenshots else None
+            for result in render(site_pages(tables_dir), chromium, screenshots=shots):
+                problems += result.problems()
+                print(f"  rendered {result.path.relative_to(tables_dir)}: {result.images} images"
+                      + (f", screenshot {result.screenshot}" if result.screenshot else ""))  # fmt: skip
+    for problem in problems:
+        print(f"  PROBLEM: {problem}", file=sys.stderr)
+    print(f"  checks: {'all passed' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
 
 
 def cmd_ui(ns: argparse.Namespace) -> int:
@@ -381,6 +418,12 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     r.add_argument(
         "--require-head", action="store_true", help="build tables only from records of the code at HEAD"
     )
+    r.add_argument(
+        "--reuse",
+        action="store_true",
+        help="copy the record of another arm (any package) that ran the same config but for its name, with "
+        "the same code and base model, instead of running it",
+    )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")
     t.add_argument("--force", action="store_true", help="overwrite a table that counted more runs")
@@ -398,6 +441,9 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
         "--ship", action="store_true", help="write it over repro/bases/micro/base<K> (maintainers)"
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides (task.*, model.*)")
+    rep = _Parser(prog="repro report", description=cmd_report.__doc__, formatter_class=fmt)
+    rep.add_argument("--browser", action="store_true", help="also render every page in headless Chromium")
+    rep.add_argument("--screenshots", help="with --browser: write a PNG of each page's first screen here")
     u = _Parser(prog="repro ui", description="MLflow UI on 127.0.0.1 for the tracking store.")
     u.add_argument("--port", type=_positive, default=5000)
     lst = _Parser(prog="repro list", description=cmd_list.__doc__)
@@ -413,6 +459,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     return {
         "reproduce": r,
         "tables": t,
+        "report": rep,
         "pretrain": p,
         "ui": u,
         "list": lst,
@@ -426,6 +473,7 @@ COMMANDS = {
     "reproduce": cmd_reproduce,
     "tables": cmd_tables,
     "pretrain": cmd_pretrain,
+    "report": cmd_report,
     "ui": cmd_ui,
     "list": cmd_list,
     "eval": cmd_eval,

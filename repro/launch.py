@@ -4,6 +4,7 @@
     rc = reproduce(slug, ...)                  # validate every arm, skip up-to-date records, run the
                                                #   rest as arms x seeds in waves, build tables
     rc = reproduce(slug, power=True)           # + the seeds each claim needs for 80% power
+    rc = reproduce(slug, reuse=True)           # + copy other arms' records of the same runs
     line, ok = build_tables(slug, results_dir, tables_dir)
 
 Every Hydra job runs `job(cfg)`: finalize the config (paper/arm from the experiment path,
@@ -290,12 +291,14 @@ class Pair:
     skip: bool = False
     why: str = ""  # why it runs again (or "up to date")
     replaces: Path | None = None  # the record a run would replace
+    reuse: Path | None = None  # --reuse: another arm's record of the same run, copied instead of run
 
 
 def check_record(ident: runner.Identity, code: tuple[str, bool | None, str | None]) -> tuple[bool, str]:
     """(up to date, why): the record at the job's path is a finished run of the same config hash,
     code (git commit, and uncommitted changes if any) and base model checksum. A missing value on
-    either side counts as unknown: the run is redone."""
+    either side counts as unknown: the run is redone. A record copied from another arm (--reuse)
+    carries that arm's code and base checksum, so it is up to date on the same terms."""
     path = ident.record_path
     if not path.exists():
         return False, "no record"
@@ -307,6 +310,14 @@ def check_record(ident: runner.Identity, code: tuple[str, bool | None, str | Non
         return False, "record is not a finished run"
     if rec.get("config_hash") != ident.config_hash:
         return False, "config changed"
+    return same_code_and_base(rec, ident, code)
+
+
+def same_code_and_base(
+    rec: dict[str, Any], ident: runner.Identity, code: tuple[str, bool | None, str | None]
+) -> tuple[bool, str]:
+    """(True, "up to date") if record `rec` was made by this code (git commit, and uncommitted
+    changes if any) from the weights `ident` starts from (`base_sha256`); else (False, why)."""
     prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
     sha, dirty, diff = code
     if sha == provenance.UNKNOWN or prov.get("git_sha") != sha:
@@ -324,10 +335,31 @@ def check_record(ident: runner.Identity, code: tuple[str, bool | None, str | Non
     return True, "up to date"
 
 
-def plan_pairs(hydra, slug: str, seeds_of: dict[str, list[int]], user: list[str], force: bool) -> list[Pair]:
+def reuse_source(ident: runner.Identity, code: tuple[str, bool | None, str | None]) -> Path | None:
+    """--reuse: the record of another arm (of any package) this canonical job may copy instead of
+    running: a finished canonical run at the same scale and seed whose config is this job's but for
+    its paper and arm names (`provenance.reuse_key`, upstream stages applied), made by the same
+    code from the same base weights (`base_sha256`), exactly as `check_record` asks of the job's own
+    record; None if there is none."""
+    if not ident.canonical:
+        return None
+    cfg = ident.cfg
+    key = provenance.reuse_key(ident.portable)
+    top = ident.record_path.parents[3]  # <results_dir> or <results_dir>/.smoke: the job's own tree
+    scale = str(OmegaConf.select(cfg, "scale.name"))
+    for path, rec in records.reuse_candidates(top, scale, int(cfg.seed), key, exclude=(cfg.paper, cfg.arm)):
+        if same_code_and_base(rec, ident, code)[0]:
+            return path
+    return None
+
+
+def plan_pairs(
+    hydra, slug: str, seeds_of: dict[str, list[int]], user: list[str], force: bool, reuse: bool = False
+) -> list[Pair]:
     """Every (arm, seed) pair of `seeds_of` with its identity and whether its record is up to date.
     Each pair is composed with its own seed (the seed decides more than `seed`: a micro run's
-    default base model, `model.base`)."""
+    default base model, `model.base`). With `reuse`, a pair that is not up to date gets the record
+    of another arm it may copy instead of running (`reuse_source`); --force runs every pair."""
     root = config.find_root()
     sha, dirty = provenance.git_state(root)
     code = (sha, dirty, provenance.git_diff_sha256(root) if dirty else None)
@@ -342,9 +374,42 @@ def plan_pairs(hydra, slug: str, seeds_of: dict[str, list[int]], user: list[str]
             skip, why = check_record(ident, code)
             if force and skip:
                 skip, why = False, "--force"
+            source = reuse_source(ident, code) if reuse and not skip and not force else None
             replaces = ident.record_path if not skip and ident.record_path.exists() else None
-            pairs.append(Pair(arm, seed, ident, skip, why, replaces))
-    return pairs
+            pairs.append(Pair(arm, seed, ident, skip, why, replaces, source))
+    # A copied record brings no checkpoint: an arm that runs and starts from, or learns from, a
+    # reusing arm's output would train it as an upstream stage anyway, so that arm runs instead.
+    while True:
+        needed = {
+            (st.experiment, int(st.cfg.seed))
+            for p in pairs
+            if not p.skip and p.reuse is None
+            for st in p.ident.stages
+            if not st.done
+        }
+        blocked = [p for p in pairs if p.reuse is not None and (f"{slug}/{p.arm}", p.seed) in needed]
+        if not blocked:
+            return pairs
+        for p in blocked:
+            p.reuse, p.why = None, f"{p.why}; not reused: a later arm needs its checkpoint"
+
+
+def copy_reused(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+    """Write each reusing pair's record as a copy of its source (records.reused_copy); the record
+    it replaces goes to replaced/, as a rerun's would. Returns an outcome per copy."""
+    outcomes = []
+    for p in pairs:
+        if p.reuse is None:
+            continue
+        top = p.ident.record_path.parents[3]
+        source = str(p.reuse.relative_to(top))
+        copy = records.reused_copy(records.read_record(p.reuse), source, paper=p.ident.cfg.paper, arm=p.arm)
+        assert copy["config_hash"] == p.ident.config_hash, (p.reuse, p.ident.record_path)
+        records.set_aside(p.ident.record_path)
+        records.write_record(copy, p.ident.record_path)
+        print(f"  reused: {p.arm} seed {p.seed} <- {source}", flush=True)
+        outcomes.append({"status": "FINISHED", "name": f"{p.arm} seed {p.seed} (reused: {source})"})
+    return outcomes
 
 
 def _seed_list(pairs: Sequence[Pair]) -> str:
@@ -443,6 +508,7 @@ def reproduce(
     power: bool = False,
     max_seeds: int = 30,
     require_head: bool = False,
+    reuse: bool = False,
 ) -> int:
     """Validate every arm, skip (arm, seed) pairs whose record is up to date (same config hash,
     code and base model; --force reruns them), run the rest as multiruns in waves, build tables.
@@ -454,7 +520,12 @@ def reproduce(
     power: the power tier. Run the quick tier's seeds as a pilot, then compute per claim the seeds
     its paired sd needs for 80% power at its min_effect, print the plan (runs, estimated CPU time)
     and run the missing seeds, at most `max_seeds` per arm. require_head: the tables must come from
-    records of HEAD's code only."""
+    records of HEAD's code only.
+
+    reuse: a pair that is not up to date and whose run another arm (of any package) already made,
+    with the same config but for its name, the same code and the same base weights, gets a copy of
+    that arm's record instead of a run (`reuse_source`, records.reused_copy); the copy then counts
+    as up to date on the same terms. Not for an arm whose checkpoint a running arm needs."""
     tic = time.monotonic()
     root = config.find_root()
     config.prepare_environment(root)
@@ -499,14 +570,15 @@ def reproduce(
             ]
             needs[arm] = [a for a in needs[arm] if a in arms]
             cfgs[arm] = cfg
-        pairs = plan_pairs(hydra, slug, {arm: list(seeds) for arm in arms}, [*chosen, *user], force)
+        pairs = plan_pairs(hydra, slug, {arm: list(seeds) for arm in arms}, [*chosen, *user], force, reuse)
     first = cfgs[arms[0]]
     uri, experiment = first.tracking.uri, first.tracking.experiment or slug
     scale = str(OmegaConf.select(first, "scale.name"))
     results_dir = Path(first.paths.results_dir)
     tables_dir = Path(first.paths.tables_dir)
 
-    todo = [p for p in pairs if not p.skip]
+    todo = [p for p in pairs if not p.skip and p.reuse is None]
+    reused = [p for p in pairs if p.reuse is not None]
     jobs = max(1, min(jobs or suite.jobs, len(todo) or 1))
     # Parallel jobs share the cores: one torch thread per core per job, unless the user says.
     threads = user_threads[-1].split("=", 1)[1] if user_threads else max(1, (os.cpu_count() or 1) // jobs)
@@ -515,7 +587,8 @@ def reproduce(
     tier = "power tier: pilot = the quick tier" if power else "quick tier"
     print(
         f"repro reproduce {slug} ({tier}): {len(arms)} arms x {len(seeds)} seeds = {len(pairs)} runs; "
-        f"{len(todo)} to run{in_waves}, {jobs} parallel job(s) x {threads} thread(s)"
+        f"{len(todo)} to run{in_waves}{f', {len(reused)} reused' if reused else ''}, "
+        f"{jobs} parallel job(s) x {threads} thread(s)"
         f"{f' on {launcher}' if launcher else ''}",
         flush=True,
     )
@@ -524,7 +597,10 @@ def reproduce(
     skipped = [p for p in pairs if p.skip]
     if skipped:
         print(f"  up to date, skipped: {_seed_list(skipped)} (same config, code and base; --force reruns)")
-    replaced = [p for p in todo if p.replaces is not None]
+    for p in reused:
+        source = p.reuse.relative_to(p.ident.record_path.parents[3])
+        print(f"  {'would reuse' if dry_run else 'reuses'}: {p.arm} seed {p.seed} <- {source}")
+    replaced = [p for p in [*todo, *reused] if p.replaces is not None]
     for p in replaced:
         print(f"  {'would replace' if dry_run else 'replaces'}: {p.replaces} ({p.why}; kept in replaced/)")
     builds = _builds_first(cfgs, todo)
@@ -539,7 +615,7 @@ def reproduce(
         quick tier's, which ran above or were up to date)."""
         plan = power_plan(slug, results_dir, tables_dir, scale, arms, seeds, max_seeds)
         with config.hydra_app() as hydra:
-            more = plan_pairs(hydra, slug, plan.seeds, [*chosen, *user], force=False)
+            more = plan_pairs(hydra, slug, plan.seeds, [*chosen, *user], force=False, reuse=reuse)
         quick_tier = {(p.arm, p.seed) for p in pairs}  # run (or up to date) in the quick tier above
         return plan, [p for p in more if not p.skip and (p.arm, p.seed) not in quick_tier]
 
@@ -555,7 +631,7 @@ def reproduce(
     tracking.ensure_store(uri, experiment)
     with contextlib.suppress(Exception):
         tracking.reap_dead_runs(uri, experiment)
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = copy_reused(reused)
     for i, sweep in enumerate(sweeps, 1):
         label = slug if len(sweeps) == 1 else f"{slug} sweep {i}/{len(sweeps)}"
         outcomes += launch(sweep, multirun=True, label=label)
@@ -564,6 +640,8 @@ def reproduce(
     if power and not interrupted_exit_code(outcomes):
         plan, extra = power_todo()
         _print_plan(plan, results_dir, slug, scale, extra, jobs)
+        outcomes += copy_reused(extra)
+        extra = [p for p in extra if p.reuse is None]
         more = _sweeps(slug, arms, needs, extra, user, jobs, threads, bool(user_threads), launcher)
         for i, sweep in enumerate(more, 1):
             outcomes += launch(sweep, multirun=True, label=f"{slug} power tier {i}/{len(more)}")
@@ -783,7 +861,7 @@ def power_plan(
     claims = []
     for r in results:
         m = r.claim.measure
-        if r.power is None:
+        if r.power is None or m.kind not in ("effect", "change"):  # seeds decide paired designs only
             continue
         if r.verdict in (NOT_RUN, UNTESTABLE):
             claims.append((r.claim.id, m.arms, r.power.needed, 0, f"{r.verdict}: no more seeds"))
@@ -807,7 +885,8 @@ def _print_plan(
     from the mean wall time and threads of the arm's pilot records."""
     todo: dict[str, list[int]] = {}
     for p in extra:
-        todo.setdefault(p.arm, []).append(p.seed)
+        if p.reuse is None:  # reused pairs are copied, not run
+            todo.setdefault(p.arm, []).append(p.seed)
     print("power tier plan (80% power, one-sided alpha 0.025, at each claim's min_effect):")
     for cid, arms, needed, n, note in plan.claims:
         shown = "—" if needed != needed else "> 10^6" if needed == float("inf") else f"{needed:.0f}"

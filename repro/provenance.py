@@ -141,6 +141,17 @@ def config_hash(portable: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# Keys that name a run rather than say what it computes: left out of the reuse key as well.
+IDENTITY_KEYS = ("paper", "arm")
+
+
+def reuse_key(portable: dict[str, Any]) -> str:
+    """`config_hash` without the paper and arm names: two arms, of any packages, whose reuse keys
+    are equal run the same computation (upstream stages are compared by their checkpoint paths,
+    which name their arm, so a chain matches only a chain over the same upstream arms)."""
+    return config_hash({k: v for k, v in portable.items() if k not in IDENTITY_KEYS})
+
+
 def checkpoint_dir(cfg: DictConfig) -> Path:
     """Where a trainer saves its final model: <cache_dir>/checkpoints/<config hash>/seed<N>/.
     The config hash leaves out the seed, so seeds get their own folder."""

@@ -7,6 +7,10 @@
     <results_dir>/.smoke/<paper>/<scale>/...              a scale with `publish: false` (tiny):
                                                           git-ignored, never read by the tables
 
+A canonical record may be *reused* by another arm that runs the same computation (equal
+`provenance.reuse_key`, e.g. an arm of one package that only extends an arm of another): the copy
+carries the new paper and arm and says where it came from in `provenance.reused_from`.
+
 A run is canonical when its only overrides are the experiment, seed, scale and where things are
 written (hydra.*, paths.*, tracking.*, trainer.threads): exactly what `repro reproduce` runs.
 A record's `overrides` lists only the other overrides (empty for a canonical run), which is what
@@ -22,7 +26,7 @@ import base64
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from repro.io import atomic_write_text
 from repro.paths import check_under
+from repro.provenance import config_hash, reuse_key
 
 SCHEMA = 2  # 2: + `items` (per-item correctness of every eval); tables read 1 and 2
 SCHEMAS = (1, 2)
@@ -300,3 +305,46 @@ def line_of(text: str, path: tuple[str, ...]) -> int | None:
             return None
         line = found
     return line + 1 if path else None
+
+
+def reuse_candidates(
+    top: str | os.PathLike[str], scale: str, seed: int, key: str, *, exclude: tuple[str, str]
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path, record) of each finished canonical record under `top` (the results folder, or its
+    `.smoke/`) at `scale` and `seed` whose reuse key is `key`, in path order, other than the
+    (paper, arm) `exclude`'s own and other than reused copies. Whether its code and base model
+    match the run that would copy it is the caller's check (repro.launch)."""
+    for path in sorted(Path(top).glob(f"*/{scale}/*/seed{seed}.json")):
+        if (path.parent.parent.parent.name, path.parent.name) == exclude:
+            continue
+        try:
+            rec = read_record(path)
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(rec, dict)
+            and rec.get("status") == "FINISHED"
+            and not rec.get("overrides")
+            and isinstance(rec.get("provenance"), dict)
+            and not rec["provenance"].get("reused_from")
+            and isinstance(rec.get("config"), dict)
+            and reuse_key(rec["config"]) == key
+        ):
+            yield path, rec
+
+
+def reused_copy(source: dict[str, Any], source_path: str, *, paper: str, arm: str) -> dict[str, Any]:
+    """The record of `paper`/`arm` for a run reused from `source` (read from `source_path`): the
+    same numbers, run id and provenance, the new names, and `provenance.reused_from`."""
+    cfg = {**source["config"], "paper": paper, "arm": arm}
+    prov = {
+        **source["provenance"],
+        "reused_from": {
+            "record": source_path,
+            "run_id": source.get("run_id"),
+            "config_hash": source.get("config_hash"),
+        },
+    }
+    record = {**source, "paper": paper, "arm": arm, "config": cfg, "config_hash": config_hash(cfg)}
+    record["provenance"] = prov
+    return {k: record.get(k, {} if k == "items" else None) for k in KEYS}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra_helpers import compose, train, train_chain
 
-from repro import config
+from repro import config, pipeline
 from repro.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +42,17 @@ def test_arm_trains_a_few_steps(slug, arm):
     ):
         assert 0.0 <= final[key] <= 1.0
         assert curves[key][0][0] == 0  # evaluated before training
-    # Every trainer reports forgetting/retention against step 0 and the drift of its states.
-    assert curves["retention/ratio"][0][1] == 1.0 and curves["retention/forgetting"][0][1] == 0.0
+    # Every trainer reports forgetting/retention against its origin and the drift of its states: the
+    # model it starts from, or for a chained run (`stages: {init: ...}`) the first stage's start,
+    # whose scores are saved beside the checkpoint it starts from.
+    if "init" in (cfg.get("stages") or {}):
+        (init,) = [st for st in pipeline.plan(cfg, overrides) if st.role == "init"]
+        origin = json.loads((init.output / "reference.json").read_text())["retention"]
+        at_start = {name: curves[f"eval/retention/{name}_acc"][0][1] for name in origin}
+        want = sum(origin[n] - at_start[n] for n in origin) / len(origin)
+        assert curves["retention/forgetting"][0][1] == pytest.approx(want)
+    else:
+        assert curves["retention/ratio"][0][1] == 1.0 and curves["retention/forgetting"][0][1] == 0.0
     assert math.isfinite(final["drift/mmd2"]) and math.isfinite(final["drift_policy/mmd2"])
     if "train/loss" in curves:  # a step can be skipped when dynamic sampling finds no signal
         assert all(math.isfinite(v) for _, v in curves["train/loss"])

@@ -14,6 +14,7 @@ from repro.config.compose import (
     finalize,
     hydra_app,
     import_paper_modules,
+    package_dependencies,
 )
 from repro.config.env import (
     CONF_DIR,
@@ -49,6 +50,7 @@ __all__ = [
     "load_papers",
     "load_suite",
     "package_arms",
+    "package_dependencies",
     "package_dir",
     "packages",
     "prepare_environment",

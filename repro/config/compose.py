@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro.config import schema
@@ -186,11 +187,42 @@ def check_semantics(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequ
 
 def import_paper_modules(root: str | Path, paper: str | None) -> None:
     """Import `experiments/<paper>/` Python files (a paper's registered functions), as package
-    `experiments.<paper>`. Each job process imports them itself, so registrations reach parallel
-    workers too. Importing twice is a no-op."""
+    `experiments.<paper>`, after those of every package whose arms its arm files extend (an arm
+    built on `/experiment/<other>/<arm>` uses that package's functions). Each job process imports
+    them itself, so registrations reach parallel workers too. Importing twice is a no-op."""
     if not paper:
         return
-    pkg_dir = Path(root) / "experiments" / paper
+    for slug in package_dependencies(root, paper):
+        _import_package(Path(root), slug)
+
+
+def package_dependencies(root: str | Path, paper: str) -> list[str]:
+    """`paper` and, transitively, the packages whose arms its arm files extend (defaults entries
+    `/experiment/<other>/<arm>`), dependencies first."""
+    base = Path(root) / "experiments"
+    order: list[str] = []
+
+    def visit(slug: str, seen: tuple[str, ...]) -> None:
+        if slug in order or slug in seen:
+            return
+        for arm_file in sorted((base / slug).glob("*.yaml")):
+            try:
+                data = yaml.safe_load(arm_file.read_text()) or {}
+            except yaml.YAMLError:
+                continue  # composing the arm reports the file's own error
+            for entry in (data.get("defaults") if isinstance(data, dict) else None) or []:
+                if isinstance(entry, str) and entry != "_self_":
+                    other = entry.lstrip("/").removeprefix("experiment/").split("/", 1)[0]
+                    if other != slug and (base / other).is_dir():
+                        visit(other, (*seen, slug))
+        order.append(slug)
+
+    visit(paper, ())
+    return order
+
+
+def _import_package(root: Path, paper: str) -> None:
+    pkg_dir = root / "experiments" / paper
     if not pkg_dir.is_dir() or not any(pkg_dir.glob("*.py")):
         return
     name = f"experiments.{paper}"

@@ -8,15 +8,20 @@
 Eval metrics: eval/<split>/{greedy,sample}_acc for the task's eval_splits, eval/retention/<name>_acc
 for its retention_tasks (id, ood, facts, truths in the micro world; id (GSM8K test),
 truthfulqa_mc1, mmlu on real data), forgetting/retention against the step-0 evaluation (eq. 12)
-and state drift against the base model's own rollouts. Real-model benchmarks through lm-eval
-(`repro eval`) are repro.eval.lm_eval_tasks and repro.eval.run.
+and state drift against the base model's own rollouts. A run that starts from a checkpoint saved
+with its reference (`reference.json`, written by `save_checkpoint`; a chained `stages: {init: ...}`
+run) measures both against the chain's origin instead: the model the first stage started from.
+Real-model benchmarks through lm-eval (`repro eval`) are repro.eval.lm_eval_tasks and repro.eval.run.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +34,11 @@ from repro.streams import Streams
 from repro.tasks import Task
 
 DRIFT_SEED = "drift"  # the fixed prompt set the drift metrics roll out on
+REFERENCE_FILE = "reference.json"  # in a checkpoint dir: the origin's retention scores and states
+# What makes two runs' base states comparable: the same drift prompts, seed and rollout length.
+_REFERENCE_KEYS = ("seed", "drift_n", "drift_every", "max_new_tokens")
+
+log = logging.getLogger(__name__)
 
 
 class ItemScores(float):
@@ -155,8 +165,36 @@ class HeldOut:
             drift_prompts=[p for p, _ in task.sft_examples(random.Random(DRIFT_SEED), t.drift_n)],
             base_states=[],
         )
-        held.base_states = held.policy_states(model)
+        origin = held.origin_reference()
+        if origin is None:
+            held.base_states = held.policy_states(model)
+        else:
+            held.base_states, held.base_retention = list(origin["states"]), dict(origin["retention"])
         return held
+
+    def _reference_settings(self) -> dict:
+        t = self.cfg.trainer
+        return {"seed": self.cfg.seed, "drift_n": t.drift_n, "drift_every": t.drift_every,
+                "max_new_tokens": t.max_new_tokens}  # fmt: skip
+
+    def reference(self) -> dict:
+        """What later stages measure against (saved beside a checkpoint): the base retention
+        scores and states of this run, i.e. of its own origin, with the settings they were made under."""
+        return {**self._reference_settings(), "retention": self.base_retention, "states": self.base_states}
+
+    def origin_reference(self) -> dict | None:
+        """The reference saved with the starting checkpoint (`model.path`/reference.json) when
+        its settings match this run's; None (measure the starting model) otherwise."""
+        path = self.cfg.model.get("path")
+        file = Path(str(path)) / REFERENCE_FILE if path else None
+        if file is None or not file.exists():
+            return None
+        ref = json.loads(file.read_text())
+        mine = self._reference_settings()
+        if {k: ref.get(k) for k in _REFERENCE_KEYS} != mine or not ref.get("retention"):
+            log.warning("%s: made under other settings than %s; measuring against the start", file, mine)
+            return None
+        return ref
 
     def demo_states(self, style: str) -> list[str]:
         """Prefix states of SFT demonstrations (in `style`) on the drift prompts (fixed, off-policy)."""

@@ -65,11 +65,11 @@ def arm_values(path: Path) -> list[tuple[str, str, str]]:
 
 
 def _defaults(path: Path) -> tuple[str | None, str | None]:
-    """(the arm it extends, the trainer it selects) from the file's defaults list."""
+    """(the arm it extends as `<paper>/<arm>`, the trainer it selects) from the file's defaults list."""
     extends = trainer = None
     for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults") or []:
         if isinstance(entry, str) and entry != "_self_":
-            extends = entry.lstrip("/").removeprefix("experiment/").split("/", 1)[-1]
+            extends = entry.lstrip("/").removeprefix("experiment/")
         elif isinstance(entry, dict):
             for k, v in entry.items():
                 if k.replace("override", "").strip().lstrip("/") == "trainer":
@@ -85,15 +85,18 @@ def arm_table(root: Path, slug: str) -> str:
     seeds = suite.get("seeds") or []
     in_suite = set(suite.get("arms") or [])
     files = sorted(p for p in pkg.glob("*.yaml") if p.name != "suite.yaml")
-    trainers: dict[str, str | None] = {}
-    parents: dict[str, str | None] = {}
-    for f in files:
-        parents[f.stem], trainers[f.stem] = _defaults(f)
 
-    def trainer_of(arm: str | None, depth: int = 0) -> str:
-        if arm is None or depth > 16:
+    def trainer_of(experiment: str | None, depth: int = 0) -> str:
+        """The trainer an arm (`<paper>/<arm>`) selects, itself or through the arms it extends."""
+        path = root / "experiments" / f"{experiment}.yaml"
+        if experiment is None or depth > 16 or not path.exists():
             return "grpo"  # repro/conf/config.yaml's default trainer
-        return trainers.get(arm) or trainer_of(parents.get(arm), depth + 1)
+        parent, trainer = _defaults(path)
+        return trainer or trainer_of(parent, depth + 1)
+
+    def shown(experiment: str | None) -> str:
+        # An arm of this package by its name; another package's as <paper>/<arm>.
+        return "—" if experiment is None else f"`{experiment.removeprefix(f'{slug}/')}`"
 
     lines = [
         "| arm | extends | trainer | values this arm sets (source) | seeds |",
@@ -105,10 +108,8 @@ def arm_table(root: Path, slug: str) -> str:
             "|", "\\|"
         )
         seed_text = ", ".join(map(str, seeds)) if arm in in_suite else "not in suite"
-        lines.append(
-            f"| `{arm}` | {f'`{parents[arm]}`' if parents[arm] else '—'} | {trainer_of(arm)} | "
-            f"{values or '—'} | {seed_text} |"
-        )
+        parent, trainer = shown(_defaults(f)[0]), trainer_of(f"{slug}/{arm}")
+        lines.append(f"| `{arm}` | {parent} | {trainer} | {values or '—'} | {seed_text} |")
     return "\n".join(lines)
 
 

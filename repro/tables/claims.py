@@ -3,7 +3,7 @@
 Schema of claimed.yaml (pydantic models below; unknown keys are errors):
 
     paper: "Title (Authors)"
-    arxiv: "2600.00001"
+    arxiv: "2600.00001"                   # "" when the claims come from no paper
     arms: [base, sft, sft_new]            # every arm a claim, table row or figure may name
     metrics: [eval/gsm8k/acc]             # optional: metric names beyond KNOWN_METRICS, e.g. the
                                           #   stats a paper's own registered functions log
@@ -18,6 +18,8 @@ Schema of claimed.yaml (pydantic models below; unknown keys are errors):
                                           #   popular summary makes) | precondition (the suite's own)
         summary:                          # optional: the popular summary's version, if it differs
           {value: "4-7% gains", source: "popular summary", correction: "no 141B model"}
+        headline: true                    # optional: one of the paper's headline claims (the
+                                          #   report's index shows these; default: the first three)
         measure: {kind: effect, metric: eval/id/greedy_acc, treatment: sft_new, control: sft,
                   at: final, direction: 1, min_effect: 0.02}
         requires:                         # optional mechanism gates, each checked on every seed of
@@ -49,6 +51,14 @@ uses an item × seed bootstrap interval where the records carry per-item results
     change  final − init within one arm, per seed.  metric, arm, direction, min_effect;
             optional range, better.
     value   an arm's mean over seeds vs the claimed `range`.  metric, arm, range; optional at.
+    correlation  Spearman rank correlation of x and y over runs (one point per run), with a 95%
+            bootstrap CI over arms (repro.tables.across).  x, y, direction, min_effect; optional
+            versus (then |rho(x, y)| - |rho(versus, y)|: does x predict y better?), papers (`all`
+            or a list of slugs; default this paper), range. x/y/versus are a metric name (final
+            value) or {metric, at: final | change | mean}.
+    config_diff  the number of config values that differ between two arms' records (a fact of
+            the configuration, the same for every seed) vs the claimed `range`.  treatment,
+            control, range.
 `direction` is the sign the claim predicts (+1/−1), or 0 for "no (helpful) effect", where
 `better` (default +1, only with direction 0) is the sign that would mean the treatment helps;
 `better: 0` makes it an equivalence claim ("no difference either way"): the whole CI within ±min_effect.
@@ -57,6 +67,8 @@ Verdict rules: see VERDICTS. Gates (`requires`): `op` one of >=, <=, >, <; `at` 
 final). A gate holds when every seed of its arm that logged the metric meets it; a gate no seed
 logged is shown as unchecked and decides nothing. Effects pair runs by (base, seed): two runs of
 one seed must start from the same base weights (`provenance.root_base_sha256`), else ConfigError.
+Power: effect and change claims get the paired design's MDE and seeds needed; a correlation the
+MDE of its bootstrap sd (`underpowered` applies to both); value and config_diff claims none.
 
 The results table shows, per scale with runs, each listed arm's paper value beside `final[metric]`
 as mean ± sd over its canonical seeds. Figures read `final[...]` of every seed: `scatter` plots
@@ -92,7 +104,16 @@ from pydantic import (
 )
 
 from repro.errors import ConfigError
-from repro.tables.stats import Estimate, item_seed_bootstrap, mde, paired_effect, seeds_needed, summarize
+from repro.tables.across import Point, Universe, config_diff, fact_estimate, rank_correlation, run_points
+from repro.tables.stats import (
+    Estimate,
+    item_seed_bootstrap,
+    mde,
+    mde_normal,
+    paired_effect,
+    seeds_needed,
+    summarize,
+)
 
 # Metrics the library's trainers and evaluators log (the clipped objective's generic stats among
 # them), plus the oscillation summaries in `final`. A paper's own metrics go in its `metrics:`.
@@ -154,7 +175,7 @@ VERDICTS = {
     NOT_RUN: "no finished canonical run at this scale for an arm the claim needs.",
 }
 
-KINDS = ("effect", "change", "value")
+KINDS = ("effect", "change", "value", "correlation", "config_diff")
 FIGURE_KINDS = ("scatter", "bars")
 # Training curves plotted per scale when claimed.yaml names no `curves:`.
 DEFAULT_CURVES = ("eval/id/greedy_acc", "train/entropy", "train/clipfrac", "train/reward_mean")
@@ -181,12 +202,19 @@ class Measure:
     score: str = "last"  # at `final`: the last logged value, or the mean of the last k (mean_last_k)
     k: int = 3
     ci: str = "t"  # t over seeds, or an item x seed bootstrap (where records carry items)
+    # correlation: (metric, at) of x, y and the competing predictor; papers: None = this paper
+    x: tuple[str, str] | None = None
+    y: tuple[str, str] | None = None
+    versus: tuple[str, str] | None = None
+    papers: str | tuple[str, ...] | None = None
 
     @property
     def arms(self) -> tuple[str, ...]:
-        """The arms whose records the measure needs."""
-        if self.kind == "effect":
+        """The arms (of this paper) whose records the measure needs."""
+        if self.kind in ("effect", "config_diff"):
             return (self.treatment, self.control)  # type: ignore[return-value]
+        if self.kind == "correlation":
+            return ()
         return (self.arm,)  # type: ignore[return-value]
 
     def metric_at(self, scale: str) -> str | None:
@@ -204,6 +232,13 @@ class Measure:
         if self.kind == "change":
             final = f"mean of last {self.k}" if self.score == "mean_last_k" else "final"
             return f"{metric}: {final} − init, {self.arm}"
+        if self.kind == "correlation":
+            x, y, w = (None if v is None else f"{v[0]} ({v[1]})" for v in (self.x, self.y, self.versus))
+            runs = "every paper" if self.papers == "all" else ", ".join(self.papers or ()) or "this paper"
+            rho = f"|ρ({x}, {y})| − |ρ({w}, {y})|" if w else f"Spearman ρ({x}, {y})"
+            return f"{rho} over the runs of {runs}"
+        if self.kind == "config_diff":
+            return f"config values that differ: {self.treatment} vs {self.control}"
         return f"{metric} ({at}), {self.arm}"
 
 
@@ -274,6 +309,7 @@ class Claim:
     summary: SummaryClaim | None = None
     requires: tuple[Gate, ...] = ()
     role: str = "paper"
+    headline: bool = False
 
 
 @dataclass(frozen=True)
@@ -338,6 +374,7 @@ class ClaimResult:
     gates: tuple[GateResult, ...] = ()
     ci_method: str = "t"
     by_base: Mapping[str, Estimate] | None = None
+    points: tuple[Point, ...] = ()  # correlation: the runs it used (for its figure)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +585,56 @@ class _Gate(_Strict):
     why: OptionalText = ""
 
 
+class _MetricAt(_Strict):
+    metric: MetricName
+    at: Literal["final", "change", "mean"] = "final"
+
+
+MetricAtSpec = Annotated[
+    Annotated[MetricName, Tag("<one>")] | Annotated[_MetricAt, Tag("<at>")],
+    Discriminator(lambda v: "<at>" if isinstance(v, Mapping | _MetricAt) else "<one>"),
+]
+
+
+def _metric_at(spec: str | _MetricAt | None) -> tuple[str, str] | None:
+    if spec is None:
+        return None
+    return (spec, "final") if isinstance(spec, str) else (spec.metric, spec.at)
+
+
+class _Correlation(_Measure):
+    kind: Literal["correlation"]
+    x: MetricAtSpec
+    y: MetricAtSpec
+    versus: MetricAtSpec | None = None
+    papers: Literal["all"] | Annotated[list[Text], Field(min_length=1)] | None = None
+    direction: Sign
+    min_effect: Number
+    range: tuple[Number, Number] | None = None
+
+    def to_measure(self) -> Measure:
+        x, y, w = _metric_at(self.x), _metric_at(self.y), _metric_at(self.versus)
+        papers = tuple(self.papers) if isinstance(self.papers, list) else self.papers
+        metric = "Δ|ρ|" if w else "ρ"
+        return Measure(
+            "correlation", metric, direction=self.direction, min_effect=self.min_effect,
+            range=self.range, x=x, y=y, versus=w, papers=papers,
+        )  # fmt: skip
+
+
+class _ConfigDiff(_Measure):
+    kind: Literal["config_diff"]
+    treatment: ArmName
+    control: ArmName
+    range: tuple[Number, Number]
+
+    def to_measure(self) -> Measure:
+        return Measure(
+            "config_diff", "config values changed", treatment=self.treatment, control=self.control,
+            range=self.range,
+        )  # fmt: skip
+
+
 class _Summary(_Strict):
     value: Text
     source: OptionalText = ""
@@ -566,10 +653,13 @@ class _Claim(_Strict):
     role: Literal["paper", "summary", "precondition"] = "paper"
     summary: _Summary | None = None
     requires: Annotated[list[_Gate], _none_is([])] = []
+    headline: Annotated[bool, Strict()] = False
     measure: Annotated[
         Annotated[_Effect, Tag("<effect>")]
         | Annotated[_Change, Tag("<change>")]
-        | Annotated[_Value, Tag("<value>")],
+        | Annotated[_Value, Tag("<value>")]
+        | Annotated[_Correlation, Tag("<correlation>")]
+        | Annotated[_ConfigDiff, Tag("<config_diff>")],
         _kinds(*KINDS),
     ]
 
@@ -619,7 +709,7 @@ class _Bars(_Strict):
 
 class _ClaimedFile(_Strict):
     paper: Text
-    arxiv: Text
+    arxiv: OptionalText = ""
     arms: Annotated[list[str], Field(min_length=1)]
     metrics: Annotated[list[str], _none_is([])] = []
     curves: list[MetricName] | None = None
@@ -673,6 +763,7 @@ class _ClaimedFile(_Strict):
                     SummaryClaim(**c.summary.model_dump()) if c.summary else None,
                     tuple(Gate(**g.model_dump()) for g in c.requires),
                     c.role,
+                    c.headline,
                 )
                 for c in self.claims
             ),
@@ -903,7 +994,7 @@ def verdict(measure: Measure, est: Estimate) -> str:
     if est.ci is None:
         return INCONCLUSIVE
     lo, hi = est.ci
-    if measure.kind == "value":
+    if measure.kind in ("value", "config_diff"):
         rlo, rhi = measure.range  # type: ignore[misc]
         return REPRODUCED if lo <= rhi and hi >= rlo else NOT_REPRODUCED
     m = measure.min_effect
@@ -933,10 +1024,29 @@ def verdict(measure: Measure, est: Estimate) -> str:
 
 
 def power_of(measure: Measure, est: Estimate) -> Power | None:
-    """Power of a paired design (effect, change); None for a value claim."""
-    if measure.kind == "value":
+    """Power of a paired design (effect, change). For a correlation, the MDE of a normal test on
+    its bootstrap sd, with no seed count (more arms narrow it as much as more seeds do). None for
+    a value claim (a mean against a range) or a config_diff (a fact of the configuration)."""
+    if measure.kind in ("value", "config_diff"):
         return None
+    if measure.kind == "correlation":
+        return Power(est.n, est.sd, mde_normal(est.sd), math.nan)
     return Power(est.n, est.sd, mde(est.sd, est.n), seeds_needed(measure.min_effect, est.sd))
+
+
+def _power_and_gates(
+    claim: Claim, records: ArmRecords, est: Estimate, result: str
+) -> tuple[str, Power | None, tuple[GateResult, ...]]:
+    """The verdict after power (inconclusive -> underpowered when the MDE exceeds min_effect) and
+    gates (untestable when one fails), with the power and the checked gates."""
+    m = claim.measure
+    power = power_of(m, est)
+    if result == INCONCLUSIVE and power is not None and power.mde > m.min_effect:
+        result = UNDERPOWERED
+    gates = tuple(check_gate(g, records) for g in claim.requires)  # shown with the verdict
+    if any(g.holds is False for g in gates):
+        result = UNTESTABLE
+    return result, power, gates
 
 
 def check_gate(gate: Gate, records: ArmRecords) -> GateResult:
@@ -982,13 +1092,30 @@ def _bootstrap(
     return item_seed_bootstrap(diffs, confidence=0.95)
 
 
-def evaluate(claim: Claim, records: ArmRecords, scale: str) -> ClaimResult:
+def evaluate(
+    claim: Claim, records: ArmRecords, scale: str, universe: Universe | None = None, paper: str = ""
+) -> ClaimResult:
     """Judge one claim on the finished canonical records of one scale (arm -> seed -> record):
-    the estimate and its CI, the verdict, then power (underpowered) and gates (untestable)."""
+    the estimate and its CI, the verdict, then power (underpowered) and gates (untestable).
+    A correlation reads `universe` (paper -> arm -> seed -> record, every package at this scale;
+    default: `paper`'s own records)."""
     m = claim.measure
     missing = [a for a in m.arms if not records.get(a)]
     if missing:
         return ClaimResult(claim, scale, NOT_RUN, None, notes=(f"no runs of {', '.join(missing)}",))
+    if m.kind == "correlation":
+        universe = universe if universe is not None else {paper: records}
+        return _evaluate_correlation(claim, records, scale, universe, paper)
+    if m.kind == "config_diff":
+        counts, changed = config_diff(records[m.treatment], records[m.control])  # type: ignore[index]
+        est = fact_estimate(counts)
+        shown = "; ".join(f"{k}: {_short_value(a)} → {_short_value(b)}" for k, a, b in _triples(changed))
+        notes = (f"changed: {shown}",) if shown else ()
+        run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
+        if not est.n:
+            return ClaimResult(claim, scale, NOT_RUN, est, run_ids, notes)
+        result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
+        return ClaimResult(claim, scale, result, est, run_ids, notes, power, gates)
     metric = m.metric_at(scale)
     if metric is None:
         return ClaimResult(
@@ -1034,16 +1161,47 @@ def evaluate(claim: Claim, records: ArmRecords, scale: str) -> ClaimResult:
     run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
     if est.n < 2:
         notes.append(f"n={est.n}: no CI")
-    result = verdict(m, est)
-    power = power_of(m, est)
-    if result == INCONCLUSIVE and power is not None and power.mde > m.min_effect:
-        result = UNDERPOWERED
-    gates = tuple(check_gate(g, records) for g in claim.requires)  # shown with the verdict
-    if any(g.holds is False for g in gates):
-        result = UNTESTABLE
+    result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
     return ClaimResult(claim, scale, result, est, run_ids, tuple(notes), power, gates, ci_method, by_base)
 
 
-def evaluate_all(paper: ClaimedPaper, records: ArmRecords, scale: str) -> list[ClaimResult]:
-    """Every claim of a paper at one scale, in file order."""
-    return [evaluate(c, records, scale) for c in paper.claims]
+def _short_value(v: Any) -> str:
+    return "—" if v is None else str(v)
+
+
+def _triples(changed: Mapping[str, tuple[Any, Any]]) -> list[tuple[str, Any, Any]]:
+    return [(k, a, b) for k, (a, b) in changed.items()]
+
+
+def _evaluate_correlation(
+    claim: Claim, records: ArmRecords, scale: str, universe: Universe, paper: str
+) -> ClaimResult:
+    m = claim.measure
+    if m.papers == "all":
+        chosen = dict(universe)
+    else:
+        wanted = m.papers or (paper,)
+        chosen = {p: universe.get(p, {}) for p in wanted}
+    metrics = [v for v in (m.x, m.y, m.versus) if v is not None]
+    points = run_points(chosen, *metrics)
+    total = sum(len(seeds) for arms in chosen.values() for seeds in arms.values())
+    if not points:
+        note = f"no run of {', '.join(sorted(chosen)) or '(none)'} at this scale logged all of its metrics"
+        return ClaimResult(claim, scale, NOT_RUN, None, notes=(note,))
+    est = rank_correlation(points, versus=m.versus is not None)
+    arms = {(p.paper, p.arm) for p in points}
+    papers = sorted({p.paper for p in points})
+    by_paper = ", ".join(f"{pp} {sum(p.paper == pp for p in points)}" for pp in papers)
+    notes = [f"{len(points)} runs of {len(arms)} arms ({by_paper}); {total - len(points)} runs lack a metric"]
+    notes.append("± sd and 95% CI: percentile bootstrap over arms (2000 resamples, fixed seed)")
+    if est.ci is None:
+        notes.append("fewer than 3 arms or too many tied resamples: no CI")
+    result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
+    return ClaimResult(claim, scale, result, est, {}, tuple(notes), power, gates, points=tuple(points))
+
+
+def evaluate_all(
+    paper: ClaimedPaper, records: ArmRecords, scale: str, universe: Universe | None = None
+) -> list[ClaimResult]:
+    """Every claim of a paper at one scale, in file order (`universe`: see `evaluate`)."""
+    return [evaluate(c, records, scale, universe, paper.slug) for c in paper.claims]

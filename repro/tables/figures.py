@@ -2,9 +2,10 @@
 
 Per scale: one curve plot per training curve claimed.yaml names (`curves:`, default
 DEFAULT_CURVES) that some run logged (arms as lines: mean over seeds, band = min–max over seeds),
-one bar chart of every effect/change claim's mean with its 95% CI (coloured by verdict, with the
-paper's effect, min_effect and the MDE where known), and the figures claimed.yaml
-declares (`figures:`: scatter of two final values, or bars of final values per arm).
+one bar chart of every effect/change/correlation claim's estimate with its 95% CI (coloured by
+verdict, with the paper's effect, min_effect and the MDE where known), one scatter per correlation
+claim (its runs, coloured by paper), and the figures claimed.yaml declares (`figures:`: scatter of
+two final values, or bars of final values per arm).
 Arms sharing a base name (`sft`, `sft_lora`, ...) share a colour; the suffix sets the line style.
 Called by `repro.tables.build.write_tables`; files are `fig_<scale>_<name>.png`.
 """
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from repro.io import atomic_path  # noqa: E402
+from repro.tables.across import spearman  # noqa: E402
 from repro.tables.claims import DEFAULT_CURVES, ArmRecords, ClaimResult, FigureSpec, metric_value  # noqa: E402
 from repro.tables.stats import mean_sd  # noqa: E402
 
@@ -161,7 +163,7 @@ def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Pa
     rows = [
         r
         for r in results
-        if r.claim.measure.kind in ("effect", "change")
+        if r.claim.measure.kind in ("effect", "change", "correlation")
         and r.estimate is not None
         and r.estimate.n > 0
         and math.isfinite(r.estimate.mean)
@@ -197,8 +199,10 @@ def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Pa
         for r in rows
     ]
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("effect (treatment − control, or final − init), in each metric's own units")
-    ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% CI")
+    ax.set_xlabel("effect (treatment − control, final − init, or ρ), in each metric's own units")
+    ax.set_title(
+        f"Claimed effects — scale {scale}\nbar: mean over paired seeds (ρ: over runs); whisker: 95% CI"
+    )
     present = [v for v in VERDICT_COLOURS if any(r.verdict == v for r in rows)]
     handles = [
         plt.Rectangle(
@@ -301,6 +305,38 @@ def bars_figure(records: ArmRecords, metrics: Sequence[str], scale: str, path: P
     return _save(fig, path)
 
 
+def correlation_figure(r: ClaimResult, scale: str, path: Path) -> Path | None:
+    """The runs of a correlation claim: y against x (and against the competing predictor in a
+    second panel), a dot per run coloured by paper; ρ and its CI in each title. None if no runs."""
+    m, points = r.claim.measure, r.points
+    if not points or m.x is None or m.y is None:
+        return None
+    panels = [(0, m.x)] + ([(2, m.versus)] if m.versus is not None else [])
+    papers = sorted({p.paper for p in points})
+    colours = {paper: plt.get_cmap("tab10")(i % 10) for i, paper in enumerate(papers)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.5, 4.4), squeeze=False)
+    for ax, (col, (metric, at)) in zip(axes[0], panels):
+        for paper in papers:
+            sel = [p for p in points if p.paper == paper]
+            ax.scatter([p.values[col] for p in sel], [p.values[1] for p in sel], s=18, alpha=0.7,
+                       color=colours[paper], label=f"{paper} ({len(sel)})", lw=0)  # fmt: skip
+        xs = np.array([p.values[col] for p in points])
+        ys = np.array([p.values[1] for p in points])
+        rho = spearman(xs, ys)
+        ax.set_title(f"Spearman ρ = {rho:+.2f} (n={len(points)} runs)", fontsize=9)
+        ax.set_xlabel(f"{metric} ({at})")
+        ax.set_ylabel(f"{m.y[0]} ({m.y[1]})")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ci = "" if r.estimate is None or r.estimate.ci is None else (
+        f", 95% CI [{r.estimate.ci[0]:+.2f}, {r.estimate.ci[1]:+.2f}]"
+    )  # fmt: skip
+    est = "" if r.estimate is None else f"{m.metric} = {r.estimate.mean:+.2f}{ci}"
+    fig.suptitle(f"{r.claim.id} — scale {scale}: {est} ({r.verdict})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def metric_slug(metric: str) -> str:
     return metric.replace("/", "_")
 
@@ -324,6 +360,11 @@ def write_figures(
     p = effects_figure(results, scale, out_dir / f"fig_{scale}_effects.png")
     if p is not None:
         written.append((f"claimed effects with 95% CI ({scale})", p))
+    for r in results:
+        if r.claim.measure.kind == "correlation":
+            p = correlation_figure(r, scale, out_dir / f"fig_{scale}_corr_{r.claim.id}.png")
+            if p is not None:
+                written.append((f"{r.claim.id}: {r.claim.measure.describe(scale)} ({scale})", p))
     for spec in specs:
         path = out_dir / f"fig_{scale}_{spec.name}.png"
         if spec.kind == "scatter":

@@ -7,9 +7,11 @@ is the one place a mean ± sd over seeds is computed, `format_mean_sd` the one p
 
 Power (statsmodels' TTestPower, a one-sample t-test on the paired differences, one-sided at
 ALPHA = 0.025, POWER = 0.8): `mde(sd, n)` is the smallest true effect n pairs detect with 80%
-power, `seeds_needed(effect, sd)` the pairs needed to detect `effect`. `item_seed_bootstrap` is
-a crossed (items × seeds) percentile bootstrap of a mean difference, via scipy.stats.bootstrap:
-with few seeds, a t interval over seeds ignores that the eval items are a sample too.
+power, `seeds_needed(effect, sd)` the pairs needed to detect `effect`; `mde_normal(se)` is the
+MDE of an estimate whose standard error is known (a rank correlation's bootstrap sd).
+`item_seed_bootstrap` is a crossed (items × seeds) percentile bootstrap of a mean difference, via
+scipy.stats.bootstrap: with few seeds, a t interval over seeds ignores that the eval items are a
+sample too.
 
     >>> round(paired_effect({1: 0.8, 2: 0.7, 3: 0.9}, {1: 0.6, 2: 0.6, 4: 0.5}).mean, 3)  # seeds 1, 2
     0.15
@@ -105,6 +107,15 @@ def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     if n < 2 or not math.isfinite(sd):
         return math.nan
     return _detectable_d(n, alpha, power) * sd
+
+
+def mde_normal(se: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable effect of an estimate with standard error `se` under a normal test,
+    (z_{1-alpha} + z_power) * se: for statistics whose se is a bootstrap sd (rank correlations),
+    where no paired t-test applies. NaN without an se."""
+    if not math.isfinite(se):
+        return math.nan
+    return float(stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)) * se
 
 
 def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:

@@ -7,13 +7,14 @@ trainer's loop is the algorithm:
     model = with_lora(model, cfg.trainer.lora, streams.seed_of("init"))   # peft adapters, or the model
     teacher = load_teacher(cfg, tok)                 # the frozen teacher of opd / offline_distill
     batch = encode_pairs(tok, [(context, target)])   # teacher-forcing batch as a Rollout
-    save_checkpoint(cfg, model, tok)                 # <cache_dir>/checkpoints/<hash>/seed<N>/
+    save_checkpoint(cfg, model, tok, held.reference())   # <cache_dir>/checkpoints/<hash>/seed<N>/
 
 The evaluator they share is repro.eval.micro.HeldOut.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro import devices
 from repro.errors import ConfigError, NonFiniteError
+from repro.eval.micro import REFERENCE_FILE
+from repro.io import atomic_write_text
 from repro.models import load_policy
 from repro.models.micro import load_checkpoint
 from repro.provenance import checkpoint_dir
@@ -119,9 +122,11 @@ def encode_pairs(tok, pairs: list[tuple[str, str]]) -> Rollout:
     )
 
 
-def save_checkpoint(cfg: DictConfig, model, tok) -> Path:
+def save_checkpoint(cfg: DictConfig, model, tok, reference: dict | None = None) -> Path:
     """save_pretrained the final model (LoRA merged into the weights) and tokenizer; returns the dir.
-    Load it later with `model=hf model.path=<dir>` or as `trainer.teacher=<dir>`."""
+    Load it later with `model=hf model.path=<dir>` or as `trainer.teacher=<dir>`. `reference`
+    (HeldOut.reference()) is saved beside it, so a run starting from it measures forgetting and
+    drift against the chain's origin."""
     out = checkpoint_dir(cfg)
     if hasattr(model, "merge_and_unload"):  # peft: save a plain model later stages can load
         model = model.merge_and_unload()
@@ -129,4 +134,6 @@ def save_checkpoint(cfg: DictConfig, model, tok) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if reference is not None:
+        atomic_write_text(out / REFERENCE_FILE, json.dumps(reference))
     return out

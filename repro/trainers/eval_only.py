@@ -35,7 +35,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final = held.evaluate(model, 0, train_states=None)
     log(final, 0)
     if cfg.trainer.save:
-        save_checkpoint(cfg, model, tok)
+        save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin
     return final | {"train/steps": 0.0, "train/seconds": time.time() - t0}
 
 

@@ -94,7 +94,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final |= stability_summary(eval_steps, acc_curve)  # peak, end/peak, collapse step of id accuracy
     final["train/seconds"] = time.time() - t0
     if t.save:
-        save_checkpoint(cfg, model, tok)
+        save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin
     return final
 
 

@@ -60,7 +60,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     # Drift of the training states = of the student's own states, re-rolled at each evaluation.
     last_eval = held.evaluate(model, 0, train_states=None)
     log(last_eval, 0)
-    t0 = time.time()
+    t0, supervised = time.time(), 0  # supervised: target tokens so far (to match budgets across trainers)
     for step in range(1, t.steps + 1):
         prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The student samples its own rollouts: the states s ~ d^{pi_S} of eq. 7.
@@ -93,6 +93,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (B, T)
             metrics["train/prefix_len_mean"] = sum(cuts) / len(cuts)
         loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+        supervised += int(mask.sum())
+        metrics["train/supervised_tokens"] = float(supervised)
         metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
         metrics["train/loss"] = loss.item()
         log(metrics, step)
@@ -102,9 +104,10 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         log.progress(step, t.steps, loss=metrics["train/loss"], acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
+    final["train/supervised_tokens"] = float(supervised)
     final["train/seconds"] = time.time() - t0
     if t.save:
-        save_checkpoint(cfg, model, tok)
+        save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin
     return final
 
 

@@ -83,7 +83,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final["train/steps"] = float(step)
     final["train/seconds"] = time.time() - t0
     if t.save:
-        save_checkpoint(cfg, model, tok)
+        save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin
     return final
 
 

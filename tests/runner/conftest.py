@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,39 @@ def mlflow_runs(root: Path, experiment: str = "demo") -> list:
     client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}"))
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+HF_ARM = """\
+# @package _global_
+defaults:
+  - override /model: hf
+  - _self_
+model:
+  path: ${paths.root}/base_model
+trainer:
+  name: _test_quadratic
+  steps: 5
+  lr: 0.1
+"""
+
+
+def git(root: Path, *args: str) -> None:
+    """Run git in `root` as a throwaway user."""
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True, capture_output=True
+    )
+
+
+@pytest.fixture
+def git_root(repro_root: Path) -> Path:
+    """The demo root as a git checkout whose arms start from a local base model folder."""
+    (repro_root / "experiments/demo/a.yaml").write_text(HF_ARM)
+    base = repro_root / "base_model"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights v1")
+    (repro_root / ".gitignore").write_text("mlflow.db\nresults/\n.cache/\noutputs/\nmultirun/\nbase_model/\n")
+    git(repro_root, "init", "-q")
+    git(repro_root, "add", ".")
+    git(repro_root, "commit", "-q", "-m", "demo")
+    return repro_root

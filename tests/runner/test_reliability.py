@@ -24,7 +24,7 @@ from repro import records
 from repro.cli import main
 from repro.errors import ConfigError
 
-from .conftest import mlflow_runs
+from .conftest import git, mlflow_runs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -285,41 +285,6 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(repro_root, tmp_p
 # 5. Resume
 
 
-HF_ARM = """\
-# @package _global_
-defaults:
-  - override /model: hf
-  - _self_
-model:
-  path: ${paths.root}/base_model
-trainer:
-  name: _test_quadratic
-  steps: 5
-  lr: 0.1
-"""
-
-
-def _git(root: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True, capture_output=True
-    )
-
-
-@pytest.fixture
-def git_root(repro_root: Path) -> Path:
-    """The demo root as a git checkout whose arms start from a local base model folder."""
-    (repro_root / "experiments/demo/a.yaml").write_text(HF_ARM)
-    base = repro_root / "base_model"
-    base.mkdir()
-    (base / "config.json").write_text("{}")
-    (base / "model.safetensors").write_bytes(b"weights v1")
-    (repro_root / ".gitignore").write_text("mlflow.db\nresults/\n.cache/\noutputs/\nmultirun/\nbase_model/\n")
-    _git(repro_root, "init", "-q")
-    _git(repro_root, "add", ".")
-    _git(repro_root, "commit", "-q", "-m", "demo")
-    return repro_root
-
-
 def test_reproduce_resumes_skipping_up_to_date_records(git_root, capsys):
     root = git_root
     main(["reproduce", "demo", "--jobs", "1"])
@@ -360,8 +325,8 @@ def test_reproduce_resumes_skipping_up_to_date_records(git_root, capsys):
     assert out.count("(base model changed;") == 4, out
     (root / "base_model/model.safetensors").write_bytes(b"weights v1")
     (root / "experiments/demo/README.md").write_text("demo\n")
-    _git(root, "add", ".")
-    _git(root, "commit", "-q", "-m", "docs")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "docs")
     assert main(["reproduce", "demo", "--jobs", "1", "--dry-run"]) == 0
     assert capsys.readouterr().out.count("(code changed (record ") == 4
 

@@ -305,7 +305,10 @@ def test_extra_metrics_can_be_declared():
         ({"min_effect": -0.1}, "min_effect: must be >= 0"),
         ({"min_effect": "0.1"}, "min_effect: input should be a valid number, got '0.1'"),
         ({"direction": 0, "min_effect": 0.0}, "min_effect: a 'no effect' claim .* needs min_effect > 0"),
-        ({"kind": "size"}, "kind: expected one of effect, change, value, got 'size'"),
+        (
+            {"kind": "size"},
+            "kind: expected one of effect, change, value, correlation, config_diff, got 'size'",
+        ),
         ({"kind": "value", "range": [0, 1]}, "unknown key.*control, direction"),
         ({"arm": "base"}, "unknown key.*arm; allowed"),
     ],
