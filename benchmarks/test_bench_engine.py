@@ -24,9 +24,9 @@ import torch
 from omegaconf import OmegaConf
 
 from repro import cli
-from repro.engine import EngineBackend, make_backend
+from repro.engine import EngineBackend
 from repro.models.micro import build_model, build_tokenizer
-from repro.rollout import HFGenerateBackend
+from repro.rollout import HFGenerateBackend, make_backend
 from repro.tasks.arith import ArithWorld
 from repro.trainers.grpo import update
 

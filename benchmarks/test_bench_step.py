@@ -7,7 +7,6 @@ completions run to max length, so this is the step's upper bound).
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 from repro import config
 from repro.models import load_policy
 from repro.rollout import HFGenerateBackend
+from repro.streams import Streams
 from repro.tasks.arith import ArithWorld
 from repro.trainers.grpo import Learner, update
 
@@ -33,7 +33,6 @@ def test_micro_step(benchmark, arm, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     model, tok = load_policy(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
-    world, rng, gen = ArithWorld.from_cfg(cfg.task), random.Random(0), torch.Generator().manual_seed(0)
-    backend = HFGenerateBackend(tok)
-    learner = Learner(cfg, world, model, backend, opt, rng, gen)
+    world, backend = ArithWorld.from_cfg(cfg.task), HFGenerateBackend(tok)
+    learner = Learner(cfg, world, model, backend, opt, Streams(0))
     benchmark.pedantic(update, args=(learner, 1), rounds=3, iterations=1)

@@ -24,7 +24,7 @@ Models the lean forward does not cover (other architectures, peft-wrapped models
 custom modules) go through `HFGenerateBackend` unchanged; `LeanLlama.unsupported(model)` says why.
 Runs on whatever device the model's parameters are on.
 
-    backend = make_backend("engine", tok, stop_strings)     # or "hf": `trainer.rollout`
+    backend = make_backend("engine", tok, stop_strings)     # repro.rollout.make_backend
     roll = backend.generate(model, prompts, n=8, max_new_tokens=40, temperature=1.0)
 
 torch.compile was tried on the decode step (CPU, inductor, dynamic=True): ~50 s to compile, then
@@ -39,9 +39,7 @@ import torch
 import torch.nn.functional as F
 from transformers import StopStringCriteria
 
-from repro.errors import ConfigError
-from repro.registry import Registry, UnknownNameError
-from repro.rollout import HFGenerateBackend, Rollout, RolloutBackend, completion_mask
+from repro.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, Rollout, completion_mask
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +318,18 @@ class EngineBackend:
         return self._lean
 
     @torch.no_grad()
-    def generate(self, model, prompts, *, n=1, max_new_tokens=32, temperature=1.0, greedy=False, seed=None):
+    def generate(
+        self,
+        model,
+        prompts,
+        *,
+        n=1,
+        max_new_tokens=32,
+        temperature=1.0,
+        greedy=False,
+        seed=None,
+        generator=None,
+    ):
         lean = self.lean(model)
         if lean is None:
             return self.hf.generate(
@@ -331,9 +340,21 @@ class EngineBackend:
                 temperature=temperature,
                 greedy=greedy,
                 seed=seed,
+                generator=generator,
             )
-        if seed is not None:
+        if generator is not None:  # one draw from the run's stream seeds this call (as the hf backend)
+            seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        device = lean.embed.device
+        if seed is None:
+            return self._generate(lean, prompts, n, max_new_tokens, temperature, greedy)
+        # Seed privately: the global generator is left as it was.
+        with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device]):
             torch.manual_seed(seed)
+            return self._generate(lean, prompts, n, max_new_tokens, temperature, greedy)
+
+    def _generate(
+        self, lean: LeanLlama, prompts, n: int, max_new_tokens: int, temperature: float, greedy: bool
+    ):
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
         device = lean.embed.device
         # A chunk made of whole groups shares each prompt's keys and values among its n samples.
@@ -433,19 +454,8 @@ class EngineBackend:
         return Rollout(prompt_ids, prompt_mask, comp_ids, mask, sampler_logp, texts)
 
 
-ROLLOUT_BACKENDS = Registry("rollout backend")
-ROLLOUT_BACKENDS.register("hf")(HFGenerateBackend)
+# `trainer.rollout: engine` (it falls back to "hf" itself for models it does not cover).
 ROLLOUT_BACKENDS.register("engine")(EngineBackend)
-
-
-def make_backend(name: str, tok, stop_strings=None) -> RolloutBackend:
-    """The rollout backend `trainer.rollout` names: "hf" (`transformers.generate`) or "engine"
-    (`EngineBackend`, which itself falls back to "hf" for models it does not cover)."""
-    try:
-        cls = ROLLOUT_BACKENDS[name]
-    except UnknownNameError as e:
-        raise ConfigError(f"trainer.rollout: {e}") from None
-    return cls(tok, stop_strings=stop_strings)
 
 
 def _pick(logits: torch.Tensor, temperature: float, gumbel: torch.Tensor | None):

@@ -8,11 +8,13 @@
 
 Both write a temp file in the target's folder (same file system), fsync it, set its mode and
 os.replace it over the target; on any error the temp file is removed and the target untouched.
+A target whose bytes would not change is left alone (its modification time too).
 A leaf module: it imports nothing from repro.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,13 +25,17 @@ from pathlib import Path
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Path]:
     """Yield a temp path beside `path`; when the block exits cleanly, fsync it, chmod it to `mode`
-    and rename it over `path`. Parent folders are created."""
+    and rename it over `path`, unless `path` already holds the same bytes (then it is left as it
+    is, its mode set). Parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            os.chmod(path, mode)
+            return
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)  # mkstemp creates 0600

@@ -8,7 +8,8 @@ An arm declares its upstream stages in config, by role:
 
 The upstream arm is composed with the same seed and the same non-trainer overrides (scale, task,
 model, ...) as the run that needs it, so `repro reproduce <paper> scale=tiny` chains tiny stages.
-Its output is `<cache_dir>/checkpoints/<config hash>/seed<N>/` (repro.trainers.common): a stage
+Its output is `<cache_dir>/checkpoints/<config hash>/seed<N>/` (repro.trainers.common; the
+upstream arm must save its model, `trainer.save: true`, the default of sft and eval_only): a stage
 whose output exists is reused, not recomputed; one that is missing is run first (as a normal,
 tracked and recorded run of its own arm), under a file lock so parallel jobs that need the same
 stage wait for one another instead of training it twice.
@@ -94,6 +95,11 @@ def plan(cfg: DictConfig, overrides: Sequence[str] | None, _depth: int = 0) -> l
             raise ConfigError(f"stages.{role}: {experiment}: {exc}") from None
         except Exception as exc:  # e.g. a missing arm file: Hydra lists what it looked for
             raise ConfigError(f"stages.{role}: cannot compose {experiment}: {exc}") from None
+        if not OmegaConf.select(up, "trainer.save", default=False):
+            raise ConfigError(
+                f"stages.{role}: {experiment} does not keep its model (trainer.save: false); set "
+                f"`trainer: {{save: true}}` in its arm file"
+            )
         plan(up, up_overrides, _depth + 1)  # validate its own chain (and catch cycles)
         stages.append(Stage(role, experiment, up, tuple(up_overrides), checkpoint_dir(up)))
     return stages

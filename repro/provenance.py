@@ -1,6 +1,8 @@
-"""Where a run came from: git state, package versions, and a machine-independent config hash.
+"""Where a run came from: git state, package versions, a machine-independent config hash, and
+the checksum of the base model it started from.
 
-Used by the runner for MLflow tags and the run record (`repro/records.py`).
+Used by the runner for MLflow tags and the run record (`repro/records.py`), and by `repro
+reproduce` to tell whether a record is still the result of this code and config (resume).
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from repro.paths import check_under
+
 UNKNOWN = "unknown"
 
 # Config keys that say where a run writes, not what it computes: left out of the config hash.
-# `seed` is left out too, so the seeds of one ad-hoc configuration share a hash.
+# `seed` is left out too, so the seeds of one ad-hoc configuration share a hash, except that
+# `model.base` (by default derived from the seed) stays in: runs on different base models must
+# never share a hash, nor a checkpoint folder. `trainer.save` only says whether the final model
+# is kept.
 HASH_EXCLUDED_TOP = ("paths", "tracking", "hydra", "seed")
-HASH_EXCLUDED_NESTED = (("trainer", "threads"),)
+HASH_EXCLUDED_NESTED = (("trainer", "threads"), ("trainer", "save"))
+# What a run writes, not its code: changes there do not make the checkout "dirty".
+OUTPUT_DIRS = ("results", "paper_tables")
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -37,17 +46,31 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def _code_pathspec() -> list[str]:
+    return ["--", ".", *(f":(exclude){d}" for d in OUTPUT_DIRS)]
+
+
 def git_state(root: str | os.PathLike[str]) -> tuple[str, bool | None]:
     """(sha, dirty) of the checkout holding `root`; ("unknown", None) outside a git checkout.
-    dirty: tracked files differ from HEAD (untracked files are ignored)."""
+    dirty: tracked files other than the outputs (results/, paper_tables/) differ from HEAD
+    (untracked files are ignored)."""
     root = Path(root)
     if not root.is_dir():
         return UNKNOWN, None
     sha = _git(root, "rev-parse", "HEAD")
     if not sha:
         return UNKNOWN, None
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", *_code_pathspec())
     return sha.strip(), None if status is None else bool(status.strip())
+
+
+def git_diff_sha256(root: str | os.PathLike[str]) -> str | None:
+    """sha256 of the uncommitted changes to tracked code (`git diff HEAD`, outputs excluded), so two
+    runs from the same dirty tree can be told to share their code; None when clean or not git."""
+    diff = _git(Path(root), "diff", "HEAD", "--binary", *_code_pathspec()) if Path(root).is_dir() else None
+    if not diff:
+        return None
+    return hashlib.sha256(diff.encode()).hexdigest()
 
 
 def _dist_version(*names: str) -> str:
@@ -122,4 +145,5 @@ def checkpoint_dir(cfg: DictConfig) -> Path:
     """Where a trainer saves its final model: <cache_dir>/checkpoints/<config hash>/seed<N>/.
     The config hash leaves out the seed, so seeds get their own folder."""
     digest = config_hash(portable_config(cfg))[:16]
-    return Path(cfg.paths.cache_dir) / "checkpoints" / digest / f"seed{cfg.seed}"
+    out = Path(cfg.paths.cache_dir) / "checkpoints" / digest / f"seed{int(cfg.seed)}"
+    return check_under(out, cfg.paths.cache_dir, "checkpoint")

@@ -2,17 +2,23 @@
 
     <results_dir>/<paper>/<scale>/<arm>/seed<seed>.json                   canonical runs
     <results_dir>/<paper>/<scale>/<arm>/adhoc/seed<seed>-<hash8>.json     runs with other overrides
-    ... .failed.json                                                      the same, for failed runs
+    ... .failed.json                                      the same, for failed or killed runs
+    <results_dir>/<paper>/<scale>/<arm>/replaced/seed<seed>-<run id8>.json   records a rerun replaced
+    <results_dir>/.smoke/<paper>/<scale>/...              a scale with `publish: false` (tiny):
+                                                          git-ignored, never read by the tables
 
 A run is canonical when its only overrides are the experiment, seed, scale and where things are
 written (hydra.*, paths.*, tracking.*, trainer.threads): exactly what `repro reproduce` runs.
 A record's `overrides` lists only the other overrides (empty for a canonical run), which is what
 the tables check; the full list of a job's overrides is in its MLflow tag `overrides`.
-Writes are atomic (repro.io: temp file + fsync + os.replace), so a reader never sees half a record.
+Writes are atomic (repro.io: temp file + fsync + os.replace), so a reader never sees half a record,
+and every path is checked to lie inside the results folder. A run never overwrites a record
+silently: `set_aside` moves the record it replaces to `replaced/` (git-ignored, not read by tables).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -20,9 +26,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from repro.io import atomic_write_text
+import numpy as np
 
-SCHEMA = 1
+from repro.io import atomic_write_text
+from repro.paths import check_under
+
+SCHEMA = 2  # 2: + `items` (per-item correctness of every eval); tables read 1 and 2
+SCHEMAS = (1, 2)
+SMOKE_DIR = ".smoke"
+STATUSES = ("FINISHED", "FAILED", "KILLED")  # KILLED: stopped by a signal (SIGINT, SIGTERM)
 KEYS = (
     "schema",
     "paper",
@@ -37,6 +49,7 @@ KEYS = (
     "config_hash",
     "final",
     "curves",
+    "items",
     "provenance",
 )
 CANONICAL_KEYS = frozenset({"experiment", "seed", "scale", "trainer.threads"})
@@ -79,15 +92,19 @@ def record_path(
     canonical: bool,
     config_hash: str,
     failed: bool,
+    publish: bool = True,
 ) -> Path:
     """Where the record of this run goes (see the module docstring). Runs without a paper or arm
-    are always ad hoc, under `adhoc/`."""
+    are always ad hoc, under `adhoc/`; runs of a scale that does not publish go under `.smoke/`."""
     canonical = canonical and bool(paper) and bool(arm)
-    base = Path(results_dir) / (paper or "adhoc") / (scale or "noscale") / (arm or "adhoc")
+    top = Path(results_dir) if publish else Path(results_dir) / SMOKE_DIR
+    base = top / (paper or "adhoc") / (scale or "noscale") / (arm or "adhoc")
     suffix = ".failed.json" if failed else ".json"
     if canonical:
-        return base / f"seed{seed}{suffix}"
-    return base / "adhoc" / f"seed{seed}-{config_hash[:8]}{suffix}"
+        path = base / f"seed{seed}{suffix}"
+    else:
+        path = base / "adhoc" / f"seed{seed}-{config_hash[:8]}{suffix}"
+    return check_under(path, results_dir, "run record")
 
 
 def _round6(value: float) -> float | int:
@@ -106,12 +123,25 @@ def compact_curves(curves: dict[str, list[list[float]]]) -> dict[str, list[list[
     return {name: [[int(step), _round6(v)] for step, v in points] for name, points in curves.items()}
 
 
+def encode_items(correct) -> str:
+    """Per-item 0/1 results as `<n>:<base64 of the bits, packed 8 per byte>` (200 items: 40 chars)."""
+    bits = np.asarray(correct, dtype=bool).reshape(-1)
+    return f"{bits.size}:{base64.b64encode(np.packbits(bits).tobytes()).decode()}"
+
+
+def decode_items(text: str) -> np.ndarray:
+    """The bool array `encode_items` wrote."""
+    n, _, data = text.partition(":")
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(data), dtype=np.uint8))
+    return bits[: int(n)].astype(bool)
+
+
 def dumps(record: dict[str, Any]) -> str:
     """Compact but diffable JSON: one top-level key per line, one curve per line.
     Non-finite floats are written as NaN/Infinity (Python's json reads them back)."""
     lines = []
     for key, value in record.items():
-        if key == "curves" and value:
+        if key in ("curves", "items") and value:
             inner = [f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in value.items()]
             text = "{\n" + ",\n".join(inner) + "\n  }"
         else:
@@ -135,10 +165,11 @@ def make_record(
     final: dict[str, Any],
     curves: dict[str, list[list[float]]],
     provenance: dict[str, Any],
+    items: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A record dict with exactly the schema's keys, in order. `overrides` are the job's Hydra
     overrides; the record keeps only those beyond the canonical ones (see `extra_overrides`)."""
-    assert status in ("FINISHED", "FAILED"), status
+    assert status in STATUSES, status
     record = {
         "schema": SCHEMA,
         "paper": paper,
@@ -153,6 +184,7 @@ def make_record(
         "config_hash": config_hash,
         "final": {k: _jsonable(v) for k, v in final.items()},
         "curves": compact_curves(curves),
+        "items": items or {},
         "provenance": provenance,
     }
     assert tuple(record) == KEYS
@@ -169,16 +201,102 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_record(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a record atomically, mode 0644. A successful record replaces a stale `.failed.json` of
-    the same run; a failed one never touches the successful record next to it."""
+    """Write a record atomically, mode 0644. A successful record sets a stale `.failed.json` of the
+    same run aside (to `replaced/`); a failed one never touches the successful record next to it."""
     path = atomic_write_text(path, dumps(record))
-    if record["status"] == "FINISHED" and path.name.endswith(".json"):
-        stale = path.with_name(path.name[: -len(".json")] + ".failed.json")
-        stale.unlink(missing_ok=True)
+    if record["status"] == "FINISHED" and not path.name.endswith(".failed.json"):
+        set_aside(path.with_name(path.name[: -len(".json")] + ".failed.json"))
     return path
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path | None:
+    """Move the record at `path`, if any, to `replaced/<name>-<its run id8>.json` beside it, so a
+    rerun never overwrites a record silently; returns where it went (None: there was none)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        run_id = str(read_record(path).get("run_id") or "")[:8]
+    except (OSError, ValueError, AttributeError):
+        run_id = ""
+    stem = path.name[: -len(".json")]
+    aside = path.parent / "replaced" / f"{stem}-{run_id or 'unknown'}.json"
+    n = 1
+    while aside.exists():  # the same run replaced twice (e.g. a record rewritten by hand)
+        n += 1
+        aside = aside.with_name(f"{stem}-{run_id or 'unknown'}-{n}.json")
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, aside)
+    return aside
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load one record."""
     with open(path) as f:
         return json.load(f)
+
+
+_NUMBER = (int, float)
+
+
+def record_problem(record: Any) -> tuple[tuple[str, ...], str] | None:
+    """The first thing wrong with the types of a loaded record, as (key path, what is wrong), or
+    None. Checks what the tables read: identity fields, `final` numbers, `curves` points,
+    `provenance` values."""
+
+    def bad(path: tuple[str, ...], what: str, got: Any) -> tuple[tuple[str, ...], str]:
+        shown = repr(got) if len(repr(got)) <= 40 else repr(got)[:37] + "..."
+        return path, f"expected {what}, got {shown}"
+
+    if not isinstance(record, dict):
+        return bad((), "a JSON object", type(record).__name__)
+    kinds = {
+        "paper": (str, "a string"),
+        "arm": (str, "a string"),
+        "scale": (str, "a string"),
+        "status": (str, "a string"),
+        "config_hash": (str, "a string"),
+        "final": (dict, "an object of metrics"),
+        "curves": (dict, "an object of curves"),
+        "provenance": (dict, "an object"),
+        "config": (dict, "an object"),
+        "overrides": (list, "a list of overrides"),
+    }
+    for key, (kind, what) in kinds.items():
+        if key in record and record[key] is not None and not isinstance(record[key], kind):
+            return bad((key,), what, record[key])
+    if "seed" in record and (isinstance(record["seed"], bool) or not isinstance(record["seed"], int)):
+        return bad(("seed",), "an integer", record["seed"])
+    if record.get("status") not in (None, *STATUSES):
+        return bad(("status",), f"one of {', '.join(STATUSES)}", record["status"])
+    if record.get("run_id") is not None and not isinstance(record["run_id"], str):
+        return bad(("run_id",), "a string or null", record["run_id"])
+    for name, value in (record.get("final") or {}).items():
+        if value is not None and not isinstance(value, _NUMBER + (str,)):
+            return bad(("final", name), "a number, string or null", value)
+    for name, points in (record.get("curves") or {}).items():
+        if not isinstance(points, list):
+            return bad(("curves", name), "a list of [step, value] points", points)
+        for point in points:
+            ok = isinstance(point, list) and len(point) == 2 and isinstance(point[0], _NUMBER)
+            if not ok or not (point[1] is None or isinstance(point[1], _NUMBER)):
+                return bad(("curves", name), "[step, value] points of numbers", point)
+    prov = record.get("provenance") or {}
+    for key in ("wall_time_s", "base_build_s", "stages_s"):
+        if prov.get(key) is not None and not isinstance(prov[key], _NUMBER):
+            return bad(("provenance", key), "a number of seconds", prov[key])
+    return None
+
+
+def line_of(text: str, path: tuple[str, ...]) -> int | None:
+    """The 1-based line of the last key of `path` in a JSON text, found key by key (each searched
+    from the line of the one before); None if a key is not found."""
+    lines = text.splitlines()
+    line = 0
+    for key in path:
+        needle = json.dumps(key) + ":"
+        found = next((i for i in range(line, len(lines)) if needle in lines[i]), None)
+        if found is None:
+            return None
+        line = found
+    return line + 1 if path else None

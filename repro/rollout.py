@@ -1,17 +1,24 @@
 """Rollout backends: generate completions and return token ids, masks and the sampler's log-probs.
 
-`HFGenerateBackend` (CPU and small GPUs) wraps `transformers.generate`; a vLLM backend for the
-paper scale implements the same `generate` signature (see `RolloutBackend`). `repro.engine` holds a
-faster backend for Llama-family models and `make_backend`, which picks one by `trainer.rollout`.
+`HFGenerateBackend` (CPU and small GPUs) wraps `transformers.generate`; `VLLMBackend`
+(repro/rollout_vllm.py, `trainer.rollout: vllm`) implements the same `generate` signature with
+vLLM for GPUs (see `RolloutBackend`); `repro.engine.EngineBackend` (`trainer.rollout: engine`)
+is a faster micro backend for Llama-family models on the same weights.
+`make_backend(name, tok, stop_strings)` picks one by the name `trainer.rollout` gives, from the
+ROLLOUT_BACKENDS registry.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from transformers import GenerationConfig
+
+from repro.errors import ConfigError
+from repro.registry import Registry, UnknownNameError
 
 
 @dataclass
@@ -33,6 +40,19 @@ class Rollout:
             [self.texts[i] for i in idx.tolist()],
         )
 
+    def to(self, device: torch.device | str) -> Rollout:
+        """The same rollout with its tensors on `device` (itself if they are there already)."""
+        if self.completion_ids.device == torch.device(device):
+            return self
+        return Rollout(
+            self.prompt_ids.to(device),
+            self.prompt_mask.to(device),
+            self.completion_ids.to(device),
+            self.completion_mask.to(device),
+            self.sampler_logp.to(device),
+            self.texts,
+        )
+
 
 class RolloutBackend(Protocol):
     def generate(
@@ -45,7 +65,32 @@ class RolloutBackend(Protocol):
         temperature: float,
         greedy: bool = False,
         seed: int | None = None,
-    ) -> Rollout: ...
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """Sample `n` completions per prompt. The sampling noise comes from `generator` (a run's
+        named stream, repro.trainers.common.Streams), else from `seed`, else from torch's global
+        generator; a backend draws nothing else from `generator` and never reseeds the global one."""
+        ...
+
+
+ROLLOUT_BACKENDS = Registry("rollout backend")
+"""`trainer.rollout` name -> backend class, built as `cls(tokenizer, stop_strings=...)`. "hf" is
+registered below; backends in modules of their own (engine, vllm) register when imported, which
+make_backend does when one is first named (BACKEND_MODULES)."""
+# Backends with optional dependencies live in their own modules, imported when first named (like
+# an entry point): importing this module never imports vLLM.
+BACKEND_MODULES = {"engine": "repro.engine", "vllm": "repro.rollout_vllm"}
+
+
+def make_backend(name: str, tok, stop_strings=None) -> RolloutBackend:
+    """The rollout backend `trainer.rollout` names (ConfigError naming the key if unknown)."""
+    if name not in ROLLOUT_BACKENDS and name in BACKEND_MODULES:
+        importlib.import_module(BACKEND_MODULES[name])
+    try:
+        cls = ROLLOUT_BACKENDS[name]
+    except UnknownNameError as e:
+        raise ConfigError(f"trainer.rollout: {e}") from None
+    return cls(tok, stop_strings=stop_strings)
 
 
 def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -67,9 +112,29 @@ class HFGenerateBackend:
         self.stop_strings = list(stop_strings) if stop_strings else None
 
     @torch.no_grad()
-    def generate(self, model, prompts, *, n=1, max_new_tokens=32, temperature=1.0, greedy=False, seed=None):
-        if seed is not None:
+    def generate(
+        self,
+        model,
+        prompts,
+        *,
+        n=1,
+        max_new_tokens=32,
+        temperature=1.0,
+        greedy=False,
+        seed=None,
+        generator=None,
+    ):
+        if generator is None and seed is None:
+            return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
+        # `generate` samples from torch's global generator: seed it privately for this call (one
+        # draw from `generator`), leaving the global stream as it was.
+        if generator is not None:
+            seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
+
+    def _generate(self, model, prompts, n, max_new_tokens, temperature, greedy) -> Rollout:
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
         gen_cfg = GenerationConfig(
             max_new_tokens=max_new_tokens,
@@ -114,6 +179,9 @@ class HFGenerateBackend:
         sampler_logp = sampler_logp.masked_fill(~mask, 0.0)
         texts = self.tok.batch_decode(comp_ids, skip_special_tokens=True)
         return Rollout(prompt_ids, prompt_mask, comp_ids, mask, sampler_logp, texts)
+
+
+ROLLOUT_BACKENDS.register("hf")(HFGenerateBackend)
 
 
 def _lpad(x: torch.Tensor, width: int, value) -> torch.Tensor:

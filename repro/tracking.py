@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import random
-import sys
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +22,10 @@ from typing import Any, TypeVar
 from hydra.experimental.callback import Callback
 
 from repro.locking import file_lock
+from repro.progress import ProgressReport
+from repro.records import encode_items
+
+__all__ = ["ProgressReport", "Run", "ensure_store", "reap_dead_runs"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,6 +122,60 @@ def ensure_store(uri: str, experiment: str | None = None) -> str | None:
         return ensure_experiment(mlflow_client, uri, experiment)
 
 
+def process_start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None if there is no such
+    process. With the pid it names a process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): existence only
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "unknown"
+        return "unknown"
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that say which process runs a run: `hostname`, `pid`, `pid_start`."""
+    pid = os.getpid()
+    return {"hostname": socket.gethostname(), "pid": str(pid), "pid_start": process_start_time(pid) or ""}
+
+
+def reap_dead_runs(uri: str, experiment: str) -> list[str]:
+    """Mark FAILED, with failure_reason "process died ...", the runs of `experiment` left RUNNING by
+    a process of this host that no longer exists (kill -9, a crash, a lost machine). Returns their
+    run ids. Runs of other hosts, and runs without a pid tag, are left alone."""
+    mlflow_client = client(uri)
+    exp = retry(mlflow_client.get_experiment_by_name, experiment)
+    if exp is None:
+        return []
+    host = socket.gethostname()
+    running = retry(
+        mlflow_client.search_runs,
+        [exp.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.hostname = '{host}'",
+        max_results=1000,
+    )
+    reaped = []
+    for run in running:
+        tags = run.data.tags
+        if not tags.get("pid", "").isdigit():
+            continue
+        started = process_start_time(int(tags["pid"]))
+        alive = started is not None and (started == "unknown" or started == tags.get("pid_start", started))
+        if alive:
+            continue
+        reason = f"process died: pid {tags['pid']} on {host} is gone and left the run RUNNING"
+        retry(mlflow_client.set_tag, run.info.run_id, "failure_reason", reason)
+        retry(mlflow_client.set_terminated, run.info.run_id, "FAILED")
+        log.warning("run %s (%s): %s; marked FAILED", run.info.run_id, run.info.run_name, reason)
+        reaped.append(run.info.run_id)
+    return reaped
+
+
 class EnsureStoreCallback(Callback):
     """Hydra callback: creates the store in the parent process before a multirun's jobs start."""
 
@@ -147,61 +205,12 @@ def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class ProgressReport:
-    """Training progress for a person watching: a rich progress bar when stdout is a terminal,
-    else (log files, sweeps) one plain line at most every `every_s` seconds and at the last step:
-
-        dapo-s1: step 12/30 reward 0.41 acc 0.37 (ETA 40 s)
-
-    The ETA extrapolates the time per step since the first report."""
-
-    def __init__(self, label: str, every_s: float = 30.0, stream: Any = None) -> None:
-        self.label = label
-        self.every_s = every_s
-        self.stream = stream
-        self._first: tuple[float, int] | None = None  # (time, step) of the first report
-        self._last_line: float | None = None
-        self._bar: Any = None  # rich.progress.Progress while a bar is shown
-        self._bar_task: Any = None
-
-    def __call__(self, step: int, total: int, **fields: float) -> None:
-        now = time.monotonic()
-        if self._first is None:
-            self._first = (now, step)
-        t_first, s_first = self._first
-        text = f"step {step}/{total}" + "".join(f" {k} {v:.2f}" for k, v in fields.items())
-        stream = self.stream or sys.stdout
-        if stream.isatty():
-            self._show_bar(step, total, text)
-        elif step >= total or self._last_line is None or now - self._last_line >= self.every_s:
-            if step > s_first:
-                text += f" (ETA {(now - t_first) / (step - s_first) * (total - step):.0f} s)"
-            print(f"{self.label}: {text}", file=stream, flush=True)
-            self._last_line = now
-
-    def _show_bar(self, step: int, total: int, text: str) -> None:
-        from rich.progress import Progress
-
-        if self._bar is None:
-            self._bar = Progress(transient=True)
-            self._bar.start()
-            self._bar_task = self._bar.add_task(self.label, total=total)
-        self._bar.update(self._bar_task, completed=step, total=total, description=f"{self.label} {text}")
-        if step >= total:
-            self.close()
-
-    def close(self) -> None:
-        """Take the bar off the terminal (if one is shown)."""
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
 class Run:
     """One MLflow run: params and tags up front, buffered metrics, artefacts, terminal status.
 
     The run itself is the `Logger` handed to the trainer: `run(metrics, step)` logs a step and keeps
-    every curve in memory for the run record; `run.progress(step, total, **fields)` shows where
+    every curve in memory for the run record (and the per-item results of a value that carries
+    them, `repro.eval.micro.ItemScores`, in `items`); `run.progress(step, total, **fields)` shows where
     training is (a ProgressReport labelled with the run name)."""
 
     def __init__(
@@ -222,8 +231,10 @@ class Run:
         self.experiment_id = ensure_experiment(self.client, uri, experiment)
         run = retry(self.client.create_run, self.experiment_id, run_name=run_name)
         self.run_id: str = run.info.run_id
-        self.set_tags(tags)
+        self.set_tags({**process_tags(), **tags})
         self.curves: dict[str, list[list[float]]] = {}
+        # Per-item results of evals (a metric value with a `correct` array): [[step, encoded], ...].
+        self.items: dict[str, list[list[int | str]]] = {}
         self.flush_every = max(1, int(flush_every))
         self.flush_seconds = flush_seconds
         self._buffer: list[Any] = []
@@ -248,6 +259,9 @@ class Run:
         step = int(step)
         timestamp = int(time.time() * 1000)
         for name, value in metrics.items():
+            correct = getattr(value, "correct", None)  # repro.eval.micro.ItemScores
+            if correct is not None:
+                self.items.setdefault(name, []).append([step, encode_items(correct)])
             value = float(value)
             self.curves.setdefault(name, []).append([step, value])
             self._buffer.append(self._Metric(name, value, timestamp, step))
@@ -286,6 +300,10 @@ class Run:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         retry(self.client.log_text, self.run_id, text, artifact_file)
+
+    def log_file(self, path: str | os.PathLike[str]) -> None:
+        """Copy a file into the run's artefacts (e.g. the run record, the curves figure)."""
+        retry(self.client.log_artifact, self.run_id, str(path))
 
     def end(self, status: str, failure_reason: str | None = None) -> None:
         """Flush what is buffered (best effort when failing) and mark the run FINISHED/FAILED/KILLED."""

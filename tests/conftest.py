@@ -2,9 +2,14 @@
 profile (CI runs the same examples every time)."""
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _tmp = tempfile.mkdtemp(prefix="repro-tests-")
 for key, value in {
@@ -20,3 +25,15 @@ for key, value in {
 
 settings.register_profile("repro", deadline=None, max_examples=50, derandomize=True)
 settings.load_profile("repro")
+
+
+@pytest.fixture
+def root_copy(tmp_path, monkeypatch):
+    """A repro root holding a copy of the real experiments/ (arm files may be added or broken
+    there), with results and the MLflow store of its own."""
+    root = tmp_path / "root"
+    shutil.copytree(ROOT / "experiments", root / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("REPRO_ROOT", str(root))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(root / "results"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root

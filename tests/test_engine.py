@@ -25,10 +25,10 @@ from transformers import (
 )
 
 from repro import engine
-from repro.engine import EngineBackend, LeanLlama, make_backend
+from repro.engine import EngineBackend, LeanLlama
 from repro.errors import ConfigError
 from repro.models.micro import build_model, build_tokenizer, pretrain
-from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.rollout import HFGenerateBackend, make_backend, sequence_logits, token_logp
 from repro.tasks.arith import ArithWorld
 
 MICRO = dict(hidden=128, intermediate=384, layers=4, heads=4, max_len=96)  # the micro scale's arch
@@ -54,6 +54,7 @@ def trained(world_tok):
     world, _ = world_tok
     cfg = OmegaConf.create(
         dict(
+            base=0,  # the pretraining seed
             arch=dict(hidden=64, intermediate=128, layers=2, heads=4, max_len=96),
             pretrain=dict(
                 seed=0, steps=150, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.01, mixture=MIX
@@ -380,7 +381,7 @@ def test_make_backend_by_name(world_tok):
     be = make_backend("engine", tok, ["?"])
     assert isinstance(be, EngineBackend) and be.stop_strings == ["?"]
     with pytest.raises(ConfigError, match="trainer.rollout: .*registered rollout backends: engine, hf"):
-        make_backend("vllm", tok)
+        make_backend("nope", tok)
 
 
 def test_grpo_trains_with_the_engine():

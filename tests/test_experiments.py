@@ -198,3 +198,46 @@ def test_grpo_trains_any_hf_checkpoint(tmp_path):
     final, curves = train(cfg)
     assert 0.0 <= final["eval/id/greedy_acc"] <= 1.0
     assert all(math.isfinite(v) for _, v in curves["train/loss"])
+
+
+def test_arms_with_the_same_seed_draw_the_same_prompts_and_shuffles(monkeypatch):
+    """Named random streams (repro.streams): DAPO and DAPO + NSR (whose rescue draws noise on
+    every mini-batch) with one seed get the same prompts and the same mini-batch orders at every
+    step. With one shared generator (before), the rescue's draws shifted every later shuffle."""
+    from repro.models import load_policy
+    from repro.tasks.arith import ArithWorld
+    from repro.trainers import grpo
+
+    rewards = "reward=[{name:matches,kw:{pattern:'[0-9] [.]'}}]"
+    cfgs = {
+        arm: compose(
+            f"experiment=clipping_bottleneck/{arm}", "scale=tiny", "seed=2", "trainer.steps=3", rewards
+        )
+        for arm in ("dapo", "dapo_nsr")
+    }
+    assert cfgs["dapo_nsr"].objective.kw.rescue == "perturb" and "rescue" not in cfgs["dapo"].objective.kw
+    load_policy(cfgs["dapo"])  # pretrain the tiny base first: its corpus samples problems too
+
+    seen: dict[str, dict[str, list]] = {}
+    sample, order = ArithWorld.sample_problems, grpo.minibatch_order
+
+    def spy_sample(self, rng, n, split="train", ood=False):
+        problems = sample(self, rng, n, split, ood)
+        if split == "train":
+            seen[arm]["prompts"].append([p.prompt for p in problems])
+        return problems
+
+    def spy_order(B, minibatches, generator):
+        idx = order(B, minibatches, generator)
+        seen[arm]["orders"].append([i.tolist() for i in idx])
+        return idx
+
+    monkeypatch.setattr(ArithWorld, "sample_problems", spy_sample)
+    monkeypatch.setattr(grpo, "minibatch_order", spy_order)
+    for arm, cfg in cfgs.items():
+        seen[arm] = {"prompts": [], "orders": []}
+        train(cfg)
+    dapo, nsr = seen["dapo"], seen["dapo_nsr"]
+    assert len(dapo["orders"]) >= 2 and len(dapo["prompts"]) >= 3
+    assert nsr["prompts"] == dapo["prompts"]
+    assert nsr["orders"] == dapo["orders"]

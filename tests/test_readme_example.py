@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,6 @@ def readme_example() -> tuple[str, str]:
     return path, yaml_block
 
 
-@pytest.fixture
-def root_copy(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "experiments", root / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("REPRO_ROOT", str(root))
-    monkeypatch.setenv("REPRO_RESULTS_DIR", str(root / "results"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    return root
-
-
 @pytest.mark.slow
 def test_readme_worked_example_runs_verbatim(root_copy):
     path, yaml_text = readme_example()
@@ -48,7 +37,7 @@ def test_readme_worked_example_runs_verbatim(root_copy):
     assert cfg.objective.kw.delta == 0.2 and cfg.objective.kw.rescue == "perturb"
     assert cfg.objective.kw.eps_high == 0.28 and cfg.trainer.dynamic_sampling is True
     assert main(["run", f"experiment={slug}/{arm}", "scale=tiny", "seed=1"]) == 0
-    record = json.loads((root_copy / "results" / slug / "tiny" / arm / "seed1.json").read_text())
+    record = json.loads((root_copy / "results" / ".smoke" / slug / "tiny" / arm / "seed1.json").read_text())
     assert record["status"] == "FINISHED" and record["arm"] == arm
 
 

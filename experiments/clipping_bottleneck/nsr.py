@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from repro.algos.objectives import CLIP_STATS, RESCUES, Shares, zeroed_by_clip
+from repro.algos.objectives import CLIP_STATS, RESCUES, Share, Shares, zeroed_by_clip
 from repro.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +175,8 @@ _NEAR_BOUNDARY = Shares(
         "nbm_rel_sig_of_clipped": ("rel_band_sig", "zeroed_sig"),
         "rescued_frac": ("rescued", "valid"),
         "rescued_frac_of_clipped": ("rescued", "zeroed"),
+        "rescued_sig": ("rescued_sig", "valid_sig"),
+        "rescued_sig_of_clipped": ("rescued_sig", "zeroed_sig"),
         "pushed_frac": ("pushed", "valid"),
     },
 )
@@ -193,14 +195,16 @@ def near_boundary(
     *,
     nbm_abs_width: float = 0.05,  # popular summary's "0.05 band"
     nbm_rel_mult: float = 1.5,  # ours
-) -> dict[str, Tensor]:
+) -> dict[str, Share]:
     """Near-boundary mass (notes, "Diagnostics"): the share of tokens, and of |A|-weighted signal,
     that hard clipping discards within a band just outside the boundary, over all valid tokens and
     over the zeroed ones (`_of_clipped`); plus the rescued and pushed shares of the rule's g.
 
     Bands: `abs` within nbm_abs_width beyond the boundary (the summary's "28-35% of useful gradient
     signal lies in the 0.05 band"), `rel` within nbm_rel_mult x the threshold. rescued = Σ g over
-    zeroed tokens, pushed = Σ (1 - g) over the others. Shapes as `repro.algos.objectives.clip_stats`.
+    zeroed tokens (`rescued_sig`: |A|-weighted, of all signal; `rescued_sig_of_clipped`: of the
+    zeroed signal), pushed = Σ (1 - g) over the others. Shapes as `repro.algos.objectives.clip_stats`.
+    Each stat is a `Share` (numerator, denominator): the trainer pools them as ratios of sums.
     """
     if not nbm_abs_width > 0:
         raise ConfigError(f"objective.kw.nbm_abs_width must be > 0, got {nbm_abs_width}")

@@ -1,7 +1,7 @@
 """Stage 4 of the policy-gradient step: the clipped surrogate, its rescue hook and its diagnostics.
 
     loss_mat, stats = OBJECTIVES["clip"](logp, old_logp, adv, mask, generator=gen, **kw)
-    # logp, old_logp (B, T); adv (B,); mask (B, T) bool -> loss_mat (B, T), stats {name: 0-d}
+    # logp, old_logp (B, T); adv (B,); mask (B, T) bool -> loss_mat (B, T), stats {name: 0-d | Share}
 
 `loss_mat` is the per-token loss to minimise (minus the surrogate), exactly 0 at padding, with
 gradient flowing only through `logp`. Aggregation is the next stage, not this one.
@@ -23,7 +23,10 @@ unclipped term -r * A.
 Two plug points, registries a paper fills from its own package (`experiments/<slug>/`):
 
     RESCUES[name](ratio, adv, eps_low, eps_high, generator, **kw) -> g      # (B, U) each, U = T or 1
-    CLIP_STATS[name](ratio, log_ratio, adv, g, weight, eps_low, eps_high, **kw) -> {stat: 0-d}
+    CLIP_STATS[name](ratio, log_ratio, adv, g, weight, eps_low, eps_high, **kw) -> {stat: 0-d | Share}
+
+A stat that is a share of something (clip fractions, near-boundary shares) is a `Share`
+(numerator, denominator), so the trainer pools it over a step and a run as a ratio of sums.
 
 An arm picks them in `objective.kw`: `rescue: <name>` (default `none`), `stats: [<name>, ...]`
 (default none beyond the generic clip diagnostics, `STAT_NAMES`), and every other key goes to
@@ -33,7 +36,9 @@ whichever of them takes it as a keyword-only parameter (a key none takes is a Co
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import torch
@@ -131,12 +136,44 @@ def none(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Share:
+    """A share kept as its numerator and denominator (0-d tensors), so that shares pool as ratios
+    of sums: over mini-batches, steps or a run, Σ num / Σ den, divided once. A share with nothing
+    eligible (den 0) adds nothing to a pool, and on its own is NaN (undefined), never 0.
+
+        float(share)          # num / den, NaN when den == 0
+        sum(shares, Share.zero())
+    """
+
+    num: Tensor
+    den: Tensor
+
+    @staticmethod
+    def zero() -> Share:
+        return Share(torch.zeros(()), torch.zeros(()))
+
+    def __add__(self, other: Share) -> Share:
+        return Share(self.num + other.num, self.den + other.den)
+
+    def __radd__(self, other: object) -> Share:  # sum() starts from 0
+        return self if other == 0 else NotImplemented  # type: ignore[return-value]
+
+    def __float__(self) -> float:
+        den = float(self.den)
+        return float(self.num) / den if den > 0 else math.nan
+
+    def item(self) -> float:
+        return float(self)
+
+
 class Shares:
     """Fractions of per-sequence sums over the batch, by token count and |A|-weighted.
 
     `sums` names the rows of the (K, B) tensor a call gets; `fractions` maps each stat to its
     (numerator, denominator): a sum's name for its total over sequences, or `<name>_sig` for its
-    total weighted by |A|. A fraction with a 0 denominator is 0. One pass, no host sync.
+    total weighted by |A|. Each stat is a `Share` (numerator and denominator kept apart, so the
+    trainer pools mini-batches as a ratio of sums). One pass, no host sync.
     """
 
     def __init__(self, sums: Sequence[str], fractions: Mapping[str, tuple[str, str]]) -> None:
@@ -147,8 +184,8 @@ class Shares:
         self._den = [totals.index(den) for _, den in fractions.values()]
         self._index: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-    def __call__(self, per_seq: Tensor, adv: Tensor) -> dict[str, Tensor]:
-        """per_seq: (K, B) in `sums` order; adv: (B,). -> {stat: 0-d}, in `fractions` order."""
+    def __call__(self, per_seq: Tensor, adv: Tensor) -> dict[str, Share]:
+        """per_seq: (K, B) in `sums` order; adv: (B,). -> {stat: Share}, in `fractions` order."""
         if per_seq.device not in self._index:  # index tensors kept on the data's device
             self._index[per_seq.device] = (
                 torch.tensor(self._num, device=per_seq.device),
@@ -157,7 +194,7 @@ class Shares:
         num_index, den_index = self._index[per_seq.device]
         totals = torch.cat([per_seq.sum(-1), per_seq @ adv.abs()])  # (2K,)
         num, den = totals[num_index], totals[den_index]  # (F,) each
-        return dict(zip(self.names, torch.where(den > 0, num / den, 0.0).unbind()))
+        return {name: Share(n, d) for name, n, d in zip(self.names, num.unbind(), den.unbind())}
 
 
 _CLIP_SHARES = Shares(
@@ -177,7 +214,7 @@ STAT_NAMES = (*_CLIP_SHARES.names, "ratio_max")
 
 def clip_stats(
     ratio: Tensor, log_ratio: Tensor, adv: Tensor, weight: Tensor, eps_low: float, eps_high: float
-) -> dict[str, Tensor]:
+) -> dict[str, Share | Tensor]:
     """Clip fractions by side and advantage sign, ratio drift: the generic diagnostics (STAT_NAMES).
 
     ratio, log_ratio: (B, U); adv: (B, 1); weight: (B, U) float, the number of valid tokens each
@@ -222,7 +259,7 @@ def clip(
     rescue: str = "none",
     stats: Sequence[str] = (),
     **kw: object,
-) -> tuple[Tensor, dict[str, Tensor]]:
+) -> tuple[Tensor, dict[str, Share | Tensor]]:
     """Clipped surrogate -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), with a rescue hook.
 
     PPO: Schulman et al. 2017, eq. 7; GRPO uses eps_low = eps_high = 0.2; DAPO's clip-higher

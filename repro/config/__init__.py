@@ -6,6 +6,7 @@ Imports only errors/registry below it; pipeline, runner, launch and cli build on
 from repro.config.compose import (
     CONFIG_NAME,
     EVAL_CONFIG_NAME,
+    base_of_seed,
     compose,
     compose_eval,
     compose_once,
@@ -26,14 +27,16 @@ from repro.config.env import (
     split_experiment,
     with_searchpath,
 )
-from repro.config.suite import Suite, load_suite
+from repro.config.suite import Paper, Suite, load_papers, load_suite
 
 __all__ = [
     "CONFIG_NAME",
     "CONF_DIR",
     "EVAL_CONFIG_NAME",
     "SUITE_FILE",
+    "Paper",
     "Suite",
+    "base_of_seed",
     "check_slug",
     "compose",
     "compose_eval",
@@ -43,6 +46,7 @@ __all__ = [
     "find_root",
     "hydra_app",
     "import_paper_modules",
+    "load_papers",
     "load_suite",
     "package_arms",
     "package_dir",

@@ -109,6 +109,7 @@ def finalize(
     scale_file = paper_scale_file(root, cfg.paper, choices.get("scale"))
     if scale_file is not None:
         cfg = apply_paper_scale(cfg, scale_file)
+    cfg = with_base(cfg)
     if validate:
         # Types and keys first (cheap: no torch), then the paper's registered functions and the
         # checks that run them.
@@ -144,6 +145,23 @@ def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
     return cfg
 
 
+def base_of_seed(seed: int) -> int:
+    """The micro base a run of `seed` starts from unless `model.base` says: (seed - 1) mod N_BASES,
+    so that seeds 1, 2, 3, ... of a suite spread over the shipped bases (seed 1 -> base 0)."""
+    return (seed - 1) % schema.N_BASES
+
+
+def with_base(cfg: DictConfig) -> DictConfig:
+    """Set a micro model's `base: null` to `base_of_seed(seed)` (any other model has no base)."""
+    if OmegaConf.select(cfg, "model.kind") != "micro" or OmegaConf.select(cfg, "model.base") is not None:
+        return cfg
+    seed = OmegaConf.select(cfg, "seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):  # a bad seed is validation's to report
+        with open_dict(cfg):
+            cfg.model.base = base_of_seed(seed)
+    return cfg
+
+
 def check_semantics(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str]) -> None:
     """Checks beyond types: the task's own value checks, the stage functions the trainer reads
     (on a dummy batch), and that a teacher checkpoint exists unless a stage trains it first."""
@@ -160,16 +178,6 @@ def check_semantics(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequ
             key = "trainer.loss" if stage == "loss" else stage
             where = schema.source_of(key, choices, overrides, root)
             raise ConfigError(f"{exc} (in {where})") from None
-    rollout = OmegaConf.select(cfg, "trainer.rollout")
-    if rollout is not None:
-        from repro.engine import ROLLOUT_BACKENDS
-
-        if rollout not in ROLLOUT_BACKENDS:
-            where = schema.source_of("trainer.rollout", choices, overrides, root)
-            raise ConfigError(
-                f"trainer.rollout: unknown backend {rollout!r} (in {where}); "
-                f"valid: {', '.join(ROLLOUT_BACKENDS)}"
-            )
     teacher = OmegaConf.select(cfg, "trainer.teacher")
     pending = "teacher" in (OmegaConf.select(cfg, "stages") or {})
     if isinstance(teacher, str) and not pending and not (Path(teacher) / "config.json").exists():

@@ -34,11 +34,13 @@ def find_root() -> Path:
 
 
 def prepare_environment(root: Path | None = None) -> Path:
-    """Export REPRO_ROOT (child processes see it), turn off MLflow telemetry and link the
-    experiment group into a search-path folder. Returns that folder."""
+    """Export REPRO_ROOT (child processes see it), turn off MLflow telemetry and Hugging Face
+    progress bars, and link the experiment group into a search-path folder. Returns that folder."""
     root = root or find_root()
     os.environ["REPRO_ROOT"] = str(root)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # No transformers / hub progress bars in our output (repro.progress shows its own).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cache = Path(os.environ.get("REPRO_CACHE_DIR") or root / ".cache").expanduser().resolve()
     # One folder per root: a cache shared by two checkouts must not flip the link under a run.
     search_dir = cache / "hydra_search" / hashlib.sha256(str(root).encode()).hexdigest()[:12]

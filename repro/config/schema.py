@@ -25,6 +25,8 @@ from repro.config.schema_errors import first_error
 from repro.errors import ConfigError
 
 MAX_SEED = 2**31 - 1
+# Micro base models shipped in repro/bases/micro/base<k>/ (k = their pretraining seed).
+N_BASES = 3
 
 
 class Strict(BaseModel):
@@ -45,7 +47,6 @@ class MicroArch(Strict):
 
 
 class MicroPretrain(Strict):
-    seed: int = Field(ge=0, le=MAX_SEED, description="pretraining seed (every run seed starts here)")
     steps: int = Field(ge=0)
     batch_size: int = Field(ge=1)
     seq_len: int = Field(ge=8)
@@ -56,6 +57,12 @@ class MicroPretrain(Strict):
 
 class MicroModel(Strict):
     kind: Literal["micro"]
+    base: int = Field(
+        ge=0,
+        le=N_BASES - 1,
+        description="base model = its pretraining seed (repro/bases/micro/base<k>); null in YAML: (seed - 1) "
+        f"mod {N_BASES}",
+    )
     arch: MicroArch
     pretrain: MicroPretrain
 
@@ -104,6 +111,9 @@ class Tracking(Strict):
 
 class Scale(Strict):
     name: str
+    publish: bool = Field(
+        True, description="false: records go to <results_dir>/.smoke/ and never reach the tables"
+    )
 
 
 class Root(Strict):
@@ -112,6 +122,12 @@ class Root(Strict):
     paper: str | None = Field(description="derived from the experiment path, never typed")
     arm: str | None = Field(description="derived from the experiment path, never typed")
     seed: int = Field(ge=0, le=MAX_SEED)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        description="where models, rollouts, teachers and evaluation run (repro.devices); auto: cuda if any"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        description="compute dtype of forward passes (repro.devices); auto = float32 on CPU, bfloat16 on CUDA"
+    )
     stages: dict[str, str] = Field(description="upstream runs by role (repro.pipeline checks the roles)")
     reward: list[StageFn] = Field(min_length=1)
     advantage: StageFn

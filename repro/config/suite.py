@@ -3,16 +3,22 @@
 arms: [grpo, dapo, ...]    # arm files of the package
 seeds: [1, 2, 3]           # every arm runs every seed
 jobs: 2                    # parallel jobs (default 1)
+
+`experiments/papers.yaml`: every paper the suite targets, implemented or not (`repro list`).
+
+papers:
+  - {slug: <slug>, title: "...", arxiv: "2605.00000", status: implemented | planned}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from repro.config.env import SUITE_FILE, package_arms, package_dir, packages
+from repro.config.env import SLUG, SUITE_FILE, package_arms, package_dir, packages
 from repro.config.schema_errors import first_error
 from repro.errors import ConfigError
 
@@ -58,3 +64,42 @@ def load_suite(root: Path, slug: str) -> Suite:
             f"{path}: arms: unknown arm(s) {', '.join(bad)}; arms of '{slug}': {', '.join(valid)}"
         )
     return suite
+
+
+PAPERS_FILE = "papers.yaml"
+
+
+class Paper(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    slug: str = Field(pattern=SLUG.pattern, description="the package folder under experiments/")
+    title: str = Field(min_length=1)
+    arxiv: str | None = Field(None, description="arXiv id, null if not a paper")
+    status: Literal["implemented", "planned"]
+
+
+class _PapersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    papers: list[Paper]
+
+
+def load_papers(root: Path) -> list[Paper]:
+    """The papers of `experiments/papers.yaml`, then any package folder it does not list (as
+    implemented, titled by its slug). ConfigError naming the file and key if it is malformed."""
+    path = Path(root) / "experiments" / PAPERS_FILE
+    declared: list[Paper] = []
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        try:
+            declared = _PapersFile.model_validate(raw).papers
+        except ValidationError as exc:
+            key, what = first_error(exc)
+            raise ConfigError(f"{path}: {key}: {what}") from None
+    listed = {p.slug for p in declared}
+    extra = [Paper(slug=s, title=s, status="implemented") for s in packages(root) if s not in listed]
+    return [*declared, *extra]

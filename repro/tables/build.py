@@ -5,17 +5,24 @@
 
 Reads `<tables_dir>/<slug>/claimed.yaml` and the canonical records
 `<results_dir>/<slug>/<scale>/<arm>/seed<seed>.json` (failed runs `seed<seed>.failed.json` are
-listed, never counted; `adhoc/` runs are ignored). A comparison.md that counted more runs than are
-found now is kept unless `force=True`, so a partial checkout cannot silently shrink a table.
+listed, never counted; `adhoc/` runs are ignored; a scale whose config says `publish: false`, the
+smoke scale tiny, is never read). A comparison.md that counted more runs than are found now is kept
+unless `force=True`, so a partial checkout cannot silently shrink a table. `require_head=<sha>`
+refuses to write a table from records produced by another code commit.
+
+The header says where the numbers come from: the code commit(s) of the records, the base models
+(sha256) the runs started from, and per scale the tier (the suite's quick seeds, or more).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,19 +30,27 @@ from typing import Any
 
 import numpy as np
 
+from repro.config.env import CONF_DIR
 from repro.errors import ConfigError
 from repro.io import atomic_write_text
+from repro.paths import check_under
+from repro.records import SCHEMAS, line_of, record_problem
 from repro.tables.claims import (
+    NOT_RECORDED,
     NOT_RUN,
+    ROLES,
     VERDICTS,
     ClaimedPaper,
     ClaimResult,
+    GateResult,
+    base_label,
+    base_sha,
     evaluate_all,
     load_claimed,
     metric_value,
 )
 from repro.tables.figures import sort_arms, write_figures
-from repro.tables.stats import format_mean_sd, mean_sd
+from repro.tables.stats import ALPHA, POWER, format_mean_sd, mean_sd
 
 RUNS_MARKER = re.compile(r"<!--\s*repro:runs=(\d+)\s*-->")
 _SEED_FILE = re.compile(r"^seed(\d+)(\.failed)?\.json$")
@@ -81,6 +96,7 @@ class TablesReport:
     results: list[ClaimResult] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     failed: list[FailedRun] = field(default_factory=list)
+    unchanged: bool = False  # written=True but the file was left as it was (same content)
 
     def verdict_counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -94,22 +110,45 @@ class TablesReport:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A record, checked: ConfigError naming the file, line and problem otherwise."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"unreadable run record {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"run record {path}: expected a JSON object")
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: unreadable run record ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: run record is not valid JSON ({e.msg})") from None
+    problem = record_problem(data)
+    if problem is not None:
+        keys, what = problem
+        line = line_of(text, keys)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: run record: {'.'.join(keys) or 'record'}: {what}")
     return data
 
 
+def unpublished_scales() -> frozenset[str]:
+    """Scales whose config says `publish: false` (repro/conf/scale/*.yaml): smoke runs."""
+    import yaml
+
+    out = set()
+    for path in (CONF_DIR / "scale").glob("*.yaml"):
+        scale = (yaml.safe_load(path.read_text()) or {}).get("scale") or {}
+        if scale.get("publish") is False:
+            out.add(str(scale.get("name", path.stem)))
+    return frozenset(out)
+
+
 def load_records(results_dir: Path, slug: str) -> RunSet:
-    """Canonical records of one paper; failed and non-canonical records go to `failed`."""
+    """Canonical records of one paper; failed and non-canonical records go to `failed`. Records of
+    a scale that does not publish are not read at all."""
     records: dict[str, dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     failed: list[FailedRun] = []
+    skip = unpublished_scales()
     for path in sorted(Path(results_dir, slug).glob("*/*/seed*.json")):
         match = _SEED_FILE.match(path.name)
-        if not match:
+        if not match or path.parent.parent.name in skip:
             continue
         scale, arm, seed = path.parent.parent.name, path.parent.name, int(match.group(1))
         rec = _read_json(path)
@@ -117,8 +156,10 @@ def load_records(results_dir: Path, slug: str) -> RunSet:
         if match.group(2):
             reason = str(rec.get("failure_reason") or f"status {rec.get('status', '?')}")
         else:
-            if rec.get("schema") != 1:
-                raise ConfigError(f"run record {path}: unsupported schema {rec.get('schema')!r} (expected 1)")
+            if rec.get("schema") not in SCHEMAS:
+                raise ConfigError(
+                    f"run record {path}: unsupported schema {rec.get('schema')!r} (expected one of {SCHEMAS})"
+                )
             where = {"paper": slug, "scale": scale, "arm": arm, "seed": seed}
             wrong = [f"{k}={rec[k]!r}" for k, v in where.items() if k in rec and rec[k] != v]
             if rec.get("status") != "FINISHED":
@@ -174,28 +215,83 @@ def _prediction(r: ClaimResult) -> str:
     return text
 
 
-def _claim_row(r: ClaimResult) -> list[str]:
+def _power_cell(r: ClaimResult) -> str:
+    pw = r.power
+    if pw is None:
+        return "— (value claim)" if r.claim.measure.kind == "value" and r.estimate is not None else "—"
+    if pw.n < 2 or not math.isfinite(pw.mde):
+        return f"— (n={pw.n})"
+    need = "—" if math.isnan(pw.needed) else "> 10⁶" if math.isinf(pw.needed) else f"{pw.needed:.0f}"
+    m = r.claim.measure.min_effect
+    return f"MDE {_fmt(pw.mde)}<br><sub>sd of Δ {_fmt(pw.sd)}, n={pw.n}; seeds for {_fmt(m)}: {need}</sub>"
+
+
+def _gate_line(g: GateResult) -> str:
+    gate = g.gate
+    why = f", {gate.why}" if gate.why else ""
+    if g.holds is None:
+        return f"gate {gate.describe()}{why}: not logged"
+    values = list(g.values.values())
+    measured = _fmt(values[0]) if len(values) == 1 else format_mean_sd(*mean_sd(values), _fmt)
+    mark = "met" if g.holds else "FAILED"
+    return f"gate {gate.describe()}{why}: {measured}, {g.passed}/{len(values)} seeds: {mark}"
+
+
+def _claim_row(r: ClaimResult, records_rel: str = "") -> list[str]:
+    """One claim's row. Run ids link to their records, `records_rel` (the paper's results folder
+    relative to the table) + `/<scale>/<arm>/seed<k>.json`."""
     c = r.claim
-    claim = f"**{c.id}**: {c.text}<br><sub>{c.measure.describe(r.scale)}; {_prediction(r)}</sub>"
+    role = "" if c.role == "paper" else f" *({c.role})*"
+    claim = f"**{c.id}**{role}: {c.text}<br><sub>{c.measure.describe(r.scale)}; {_prediction(r)}</sub>"
     summary = "—"
     if c.summary is not None:
         summary = c.summary.value + (f" ({c.summary.source})" if c.summary.source else "")
         if c.summary.correction:
             summary += f"<br>*sources: {c.summary.correction}*"
     est = r.estimate
+    signed = c.measure.kind != "value"
     if est is None or est.n == 0:
         reproduced, ci = "—", "—"
     else:
-        signed = c.measure.kind != "value"
         # With one seed the sd is nan, which _fmt writes as "—".
         reproduced = format_mean_sd(est.mean, est.sd, lambda x: _fmt(x, signed), _fmt, n=est.n)
         ci = "undefined (n<2)"
         if est.ci is not None:
             ci = f"[{_fmt(est.ci[0], signed)}, {_fmt(est.ci[1], signed)}]"
-    if r.notes:
-        reproduced += "<br><sub>" + "; ".join(r.notes) + "</sub>"
-    run_ids = "<br>".join(f"{arm}: {', '.join(ids)}" for arm, ids in r.run_ids.items() if ids) or "—"
-    return [claim, f"{c.claimed} ({c.source})", summary, reproduced, ci, f"**{r.verdict}**", r.scale, run_ids]
+            if r.ci_method != "t":
+                ci += f"<br><sub>{r.ci_method}</sub>"
+    notes = list(r.notes)
+    if r.by_base:
+        spread = mean_sd(e.mean for e in r.by_base.values())[1]
+        per = ", ".join(f"{b}: {_fmt(e.mean, signed)} (n={e.n})" for b, e in r.by_base.items())
+        notes.insert(0, f"by base: {per}; sd between bases {_fmt(spread)}")
+    if notes:
+        reproduced += "<br><sub>" + "; ".join(notes) + "</sub>"
+    verdict = f"**{r.verdict}**" + "".join(f"<br><sub>{_gate_line(g)}</sub>" for g in r.gates)
+    seeds = list(est.seeds) if est is not None else []
+    run_ids = (
+        "<br>".join(
+            f"{arm}: "
+            + ", ".join(
+                f"[{rid}]({records_rel}/{r.scale}/{arm}/seed{seed}.json)" if records_rel else rid
+                for rid, seed in zip(ids, seeds)
+            )
+            for arm, ids in r.run_ids.items()
+            if ids
+        )
+        or "—"
+    )
+    return [
+        claim,
+        f"{c.claimed} ({c.source})",
+        summary,
+        reproduced,
+        ci,
+        _power_cell(r),
+        verdict,
+        r.scale,
+        run_ids,
+    ]
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -213,19 +309,81 @@ def _duration(seconds: list[float]) -> str:
     return f"{s:.0f} s/run" if s < 120 else f"{s / 60:.1f} min/run" if s < 7200 else f"{s / 3600:.1f} h/run"
 
 
+def _all_records(runs: RunSet, scales: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    return [
+        rec
+        for scale, arms in runs.records.items()
+        if scales is None or scale in scales
+        for seeds in arms.values()
+        for rec in seeds.values()
+    ]
+
+
 def _git(runs: RunSet) -> str:
-    shas: set[str] = set()
+    """The code commit(s) the records came from, with run counts."""
+    shas: dict[str, int] = defaultdict(int)
     dirty = 0
-    for arms in runs.records.values():
-        for seeds in arms.values():
-            for rec in seeds.values():
-                prov = rec.get("provenance") or {}
-                shas.add(str(prov.get("git_sha") or "unknown")[:10])
-                dirty += bool(prov.get("git_dirty"))
+    for rec in _all_records(runs):
+        prov = rec.get("provenance") or {}
+        shas[str(prov.get("git_sha") or "unknown")[:10]] += 1
+        dirty += bool(prov.get("git_dirty"))
     if not shas:
         return "git —"
-    text = "git " + ", ".join(sorted(shas)) + (" (mixed)" if len(shas) > 1 else "")
+    text = "git " + ", ".join(f"{sha} ({n} runs)" for sha, n in sorted(shas.items()))
+    text += " (mixed: records from several commits)" if len(shas) > 1 else ""
     return text + (f", dirty tree in {dirty} run(s)" if dirty else "")
+
+
+def _bases(runs: RunSet) -> str:
+    """The base models the runs started from: label, sha256 prefix and run count."""
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    missing = 0
+    for rec in _all_records(runs):
+        sha = base_sha(rec)
+        if sha is None:
+            missing += 1
+        else:
+            seen[(base_label(rec), sha[:12])] += 1
+    parts = [f"{label} sha256 {sha}… ({n} runs)" for (label, sha), n in sorted(seen.items())]
+    if missing:
+        parts.append(f"base checksum: {NOT_RECORDED} ({missing} runs, made before records carried it)")
+    return "; ".join(parts) or "—"
+
+
+def _tier(arms: dict[str, dict[int, Any]], suite_seeds: Sequence[int] | None) -> str:
+    """Which tier made a scale's records: the suite's quick seeds, more (power), or fewer."""
+    seeds = sorted({s for by_seed in arms.values() for s in by_seed})
+    most = max((len(by_seed) for by_seed in arms.values()), default=0)
+    listed = ", ".join(map(str, seeds)) if len(seeds) <= 12 else f"{seeds[0]}–{seeds[-1]} ({len(seeds)})"
+    if suite_seeds is None:
+        return f"seeds {listed}"
+    quick = sorted(suite_seeds)
+    if most > len(quick):
+        return f"power tier: up to {most} seeds per arm (seeds {listed}; the quick tier's are {quick})"
+    if all(sorted(by_seed) == quick for by_seed in arms.values()):
+        return f"quick tier: the suite's seeds {', '.join(map(str, quick))}"
+    return f"partial: seeds {listed} (the quick tier's are {quick})"
+
+
+def check_head(runs: RunSet, head: str, scales: Sequence[str] | None = None) -> None:
+    """ConfigError unless every record (of `scales`, default all) was produced at commit `head`."""
+    other: dict[str, list[str]] = defaultdict(list)
+    for scale, arms in runs.records.items():
+        if scales is not None and scale not in scales:
+            continue
+        for arm, seeds in arms.items():
+            for seed, rec in seeds.items():
+                sha = str((rec.get("provenance") or {}).get("git_sha") or "unknown")
+                if sha != head:
+                    other[sha[:10]].append(f"{scale}/{arm}/seed{seed}")
+    if other:
+        found = "; ".join(
+            f"{sha}: {len(v)} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for sha, v in other.items()
+        )
+        raise ConfigError(
+            f"--require-head: records not produced by the code at HEAD {head[:10]}: {found}; rerun them "
+            "(repro reproduce) or drop the flag"
+        )
 
 
 def _runs_table(paper: ClaimedPaper, runs: RunSet) -> list[str]:
@@ -350,14 +508,33 @@ def _table_section(paper: ClaimedPaper, runs: RunSet) -> list[str]:
     return out
 
 
+def _headline(rows: list[ClaimResult]) -> str:
+    """`13 claims: 8 paper claims (2 reproduced, ...); 3 summary claims (...); 2 preconditions (...).`"""
+    names = {"paper": "paper claim", "summary": "summary claim", "precondition": "precondition"}
+    parts = []
+    for role in ROLES:
+        mine = [r for r in rows if r.claim.role == role]
+        if not mine:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        for r in mine:
+            counts[r.verdict] += 1
+        tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+        parts.append(f"{len(mine)} {names[role]}{'s' if len(mine) != 1 else ''} ({tally})")
+    return f"{len(rows)} claims: " + "; ".join(parts) + "."
+
+
 def render_markdown(
     paper: ClaimedPaper,
     runs: RunSet,
     results: dict[str, list[ClaimResult]],
     figures: list[tuple[str, Path]],
     generated_at: datetime,
+    suite_seeds: Sequence[int] | None = None,
+    records_rel: str = "",
 ) -> str:
-    """The whole comparison.md as a string (figure paths are written relative to it)."""
+    """The whole comparison.md as a string (figure paths are written relative to it; run ids link
+    to their records under `records_rel`, the paper's results folder relative to the table)."""
     when = generated_at.strftime("%Y-%m-%d %H:%M UTC")
     out = [
         f"# {paper.paper}",
@@ -367,27 +544,36 @@ def render_markdown(
         f"generated by `repro tables` from {runs.n} runs at {when}, {_git(runs)}. "
         "Generated file: do not edit, rerun `repro tables`.",
         "",
+        f"Base models (sha256 of the weights runs started from): {_bases(runs)}.",
+        "",
         f"<!-- repro:runs={runs.n} -->",
         "",
     ]
     header = [
-        "| claim | claimed (source) | popular summary | reproduced: mean ± sd (n) | 95% CI | verdict | scale "
-        "| run ids |",
-        "|---|---|---|---|---|---|---|---|",
+        "| claim | claimed (source) | popular summary | reproduced: mean ± sd (n) | 95% CI | power (80%) "
+        "| verdict | scale | run ids |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for scale, rows in results.items():
-        counts = defaultdict(int)
-        for r in rows:
-            counts[r.verdict] += 1
-        tally = ", ".join(f"{n} {v}" for v, n in counts.items())
-        out += [f"## Claims at scale `{scale}`", "", f"{len(rows)} claims: {tally}.", "", *header]
-        out += [_row(_claim_row(r)) for r in rows]
+        recs = runs.records.get(scale, {})
+        tier = f"Tier: {_tier(recs, suite_seeds)}." if recs else "No runs at this scale."
+        out += [f"## Claims at scale `{scale}`", "", f"{_headline(rows)}", "", tier, "", *header]
+        out += [_row(_claim_row(r, records_rel)) for r in rows]
         out.append("")
     out += [
-        "**How to read.** Effects are treatment − control paired by seed (only seeds both arms ran); "
-        "`change` is final − initial within an arm per seed; `value` is an arm's mean over seeds. "
-        "sd over seeds (ddof=1); 95% CI from Student's t. `min_effect` and ranges come from "
-        "`claimed.yaml`. Verdicts:",
+        "**How to read.** Effects are treatment − control paired by (base, seed) (only seeds both arms "
+        "ran, from the same base model); `change` is final − initial within an arm per seed; `value` is "
+        "an arm's mean over seeds. sd over seeds (ddof=1); 95% CI from Student's t unless the cell names "
+        "the item × seed bootstrap (eval items resampled as well as seeds). `min_effect` and ranges come "
+        "from `claimed.yaml`. "
+        f"Power: MDE is the smallest true effect these n paired seeds detect with {POWER:.0%} power "
+        f"(one-sided paired t, α = {ALPHA}), from the observed sd of the differences; where the CI "
+        "contains 0 and the MDE exceeds min_effect the verdict is **underpowered** (more seeds would "
+        "decide it), kept apart from **inconclusive** (a design able to detect min_effect that still "
+        "straddles). A claim may require mechanism gates (`requires:`), checked on every seed; when one "
+        "fails the verdict is **untestable at this scale** and the gate's measured value is shown. "
+        "Roles: paper claims, *(summary)* claims only the popular summary makes, *(precondition)* "
+        "checks of the suite itself. Verdicts:",
         "",
     ]
     out += [f"- **{v}**: {text}" for v, text in VERDICTS.items()]
@@ -398,7 +584,10 @@ def render_markdown(
         for f in runs.failed:
             note = " A finished run of this seed exists and is the one counted." if f.superseded else ""
             rid = f" (run {f.run_id[:8]})" if f.run_id else ""
-            out.append(f"- `{f.scale}/{f.arm}` seed {f.seed}{rid}: {_cell(f.reason).rstrip('.')}.{note}")
+            name = f"seed {f.seed}"
+            if records_rel:
+                name = f"[seed {f.seed}]({records_rel}/{f.scale}/{f.arm}/{f.path.name})"
+            out.append(f"- `{f.scale}/{f.arm}` {name}{rid}: {_cell(f.reason).rstrip('.')}.{note}")
         out.append("")
     if figures:
         out += ["## Figures", ""]
@@ -419,17 +608,30 @@ def previous_runs(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def write_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = False) -> TablesReport:
+def write_tables(
+    slug: str,
+    results_dir: Path,
+    tables_dir: Path,
+    force: bool = False,
+    suite_seeds: Sequence[int] | None = None,
+    require_head: str | None = None,
+    head_scales: Sequence[str] | None = None,
+) -> TablesReport:
     """Write `tables_dir/<slug>/comparison.md` and its `fig_*.png` from the run records of `slug`.
 
     Refuses (prints why, returns `written=False`, touches nothing) when the existing comparison.md
-    counted more runs than are found now, unless `force`."""
-    out_dir = Path(tables_dir) / slug
+    counted more runs than are found now, unless `force`. `suite_seeds` (the quick tier's) lets the
+    table say which tier made it. `require_head`: a commit sha every record (of `head_scales`,
+    default all) must come from, else ConfigError before anything is written. Effects whose paired
+    runs started from different base models raise ConfigError too."""
+    out_dir = check_under(Path(tables_dir) / slug, tables_dir, "tables")
     claimed_path = out_dir / "claimed.yaml"
     if not claimed_path.exists():
         raise ConfigError(f"no claims file for paper '{slug}': {claimed_path} does not exist")
     paper = load_claimed(claimed_path)
     runs = load_records(Path(results_dir), slug)
+    if require_head is not None:
+        check_head(runs, require_head, head_scales)
     md_path = out_dir / "comparison.md"
 
     before = previous_runs(md_path)
@@ -454,13 +656,27 @@ def write_tables(slug: str, results_dir: Path, tables_dir: Path, force: bool = F
         if old.name not in keep:
             old.unlink()
 
-    text = render_markdown(paper, runs, results, figures, datetime.now(UTC))
-    atomic_write_text(md_path, text)
+    records_rel = Path(os.path.relpath(Path(results_dir).resolve() / slug, out_dir.resolve())).as_posix()
+    text = render_markdown(paper, runs, results, figures, datetime.now(UTC), suite_seeds, records_rel)
+    old = md_path.read_text() if md_path.exists() else None
+    unchanged = old is not None and _without_time(old) == _without_time(text)
+    if not unchanged:  # only the generated-at time would change: leave the file as it is
+        atomic_write_text(md_path, text)
     flat = [r for rows in results.values() for r in rows]
     report = TablesReport(slug, md_path, True, runs.n, before, "", flat, [p for _, p in figures], runs.failed)
+    report.unchanged = unchanged
     tally = ", ".join(f"{n} {v}" for v, n in report.verdict_counts().items())
-    report.message = f"{slug}: wrote {md_path} from {runs.n} runs ({len(runs.failed)} not counted): {tally}"
+    verb = "kept (unchanged)" if unchanged else "wrote"
+    report.message = f"{slug}: {verb} {md_path} from {runs.n} runs ({len(runs.failed)} not counted): {tally}"
     return report
+
+
+_GENERATED_AT = re.compile(r"(?m)^(generated by `repro tables` from .*?) at \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+
+
+def _without_time(text: str) -> str:
+    """comparison.md with its generated-at time blanked: what decides whether to rewrite it."""
+    return _GENERATED_AT.sub(r"\1 at <time>", text, count=1)
 
 
 def write_all(results_dir: Path, tables_dir: Path, force: bool = False) -> list[TablesReport]:

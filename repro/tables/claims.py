@@ -14,10 +14,15 @@ Schema of claimed.yaml (pydantic models below; unknown keys are errors):
         text: The new method raises accuracy over SFT.     # one sentence
         claimed: "+4.9 points at 7B"      # the paper's number/statement
         source: "[abstract]"              # Table 2 / Fig. 3 / §4.1 / [abstract] / [secondary]
+        role: paper                       # optional: paper (default) | summary (a claim only the
+                                          #   popular summary makes) | precondition (the suite's own)
         summary:                          # optional: the popular summary's version, if it differs
           {value: "4-7% gains", source: "popular summary", correction: "no 141B model"}
         measure: {kind: effect, metric: eval/id/greedy_acc, treatment: sft_new, control: sft,
                   at: final, direction: 1, min_effect: 0.02}
+        requires:                         # optional mechanism gates, each checked on every seed of
+          - {arm: sft_new, metric: run/rescued_frac, op: ">=", value: 0.01,   # its arm; one that
+             why: "the rescue acts"}      #   fails makes the verdict `untestable at this scale`
     summary_only:                         # optional: popular-summary statements nothing measures
       - {value: "one SFT epoch, then three RL iterations", source: "popular summary",
          correction: "not in the paper"}   # value and correction required, source optional
@@ -36,7 +41,9 @@ Schema of claimed.yaml (pydantic models below; unknown keys are errors):
 
 Measures (`at`: `final` value, `mean` over the logged curve, or `init` = first logged value;
 `metric` is one name, or {scale: name} where a scale's task logs it under another name — a scale
-the mapping leaves out is "not run" for that claim):
+the mapping leaves out is "not run" for that claim; optional `score: mean_last_k` (with `k`, default
+3) scores the mean of the last k logged values instead of the last one; optional `ci: bootstrap`
+uses an item × seed bootstrap interval where the records carry per-item results, else Student t):
     effect  treatment − control, paired by seed.  metric, treatment, control, direction,
             min_effect; optional at (default final), range, better.
     change  final − init within one arm, per seed.  metric, arm, direction, min_effect;
@@ -46,7 +53,10 @@ the mapping leaves out is "not run" for that claim):
 `better` (default +1, only with direction 0) is the sign that would mean the treatment helps;
 `better: 0` makes it an equivalence claim ("no difference either way"): the whole CI within ±min_effect.
 `range` is the claimed magnitude in the metric's own units; give it only when comparable.
-Verdict rules: see VERDICTS.
+Verdict rules: see VERDICTS. Gates (`requires`): `op` one of >=, <=, >, <; `at` as above (default
+final). A gate holds when every seed of its arm that logged the metric meets it; a gate no seed
+logged is shown as unchecked and decides nothing. Effects pair runs by (base, seed): two runs of
+one seed must start from the same base weights (`provenance.root_base_sha256`), else ConfigError.
 
 The results table shows, per scale with runs, each listed arm's paper value beside `final[metric]`
 as mean ± sd over its canonical seeds. Figures read `final[...]` of every seed: `scatter` plots
@@ -59,7 +69,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -82,7 +92,7 @@ from pydantic import (
 )
 
 from repro.errors import ConfigError
-from repro.tables.stats import Estimate, paired_effect, summarize
+from repro.tables.stats import Estimate, item_seed_bootstrap, mde, paired_effect, seeds_needed, summarize
 
 # Metrics the library's trainers and evaluators log (the clipped objective's generic stats among
 # them), plus the oscillation summaries in `final`. A paper's own metrics go in its `metrics:`.
@@ -99,8 +109,14 @@ OSC_SOURCES = {"osc/reward": "train/reward_mean", "osc/id_acc": "eval/id/greedy_
 # (repro.metrics.drift.drift_report): drift/* of the training states, drift_policy/* of the policy's own.
 _RETENTION = ("retention/forgetting", "retention/ratio")
 _DRIFT = ("mmd2", "centroid", "sliced_w1", "jaccard")
+# run/<share>: a share stat of the clipped objective pooled over the whole run (Σ num / Σ den).
+_RUN_SHARES = (
+    "clipfrac clipfrac_high_pos_adv clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv "
+    "ratio_dev kl_k3"
+).split()
 KNOWN_METRICS = frozenset(
     [f"train/{m}" for m in _TRAIN]
+    + [f"run/{m}" for m in _RUN_SHARES]
     + ["rollout/len_mean"]
     + [f"eval/{m}" for m in _EVAL]
     + list(OSC_SOURCES)
@@ -115,6 +131,8 @@ NOT_RUN, INCONCLUSIVE, REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED = (
     "direction only",
     "not reproduced",
 )
+UNDERPOWERED, UNTESTABLE = "underpowered", "untestable at this scale"
+ROLES = ("paper", "summary", "precondition")
 VERDICTS = {
     REPRODUCED: "the 95% CI excludes 0 on the predicted side, reaches beyond min_effect, and overlaps "
     "the claimed range if one is given; for a value claim, the CI overlaps the claimed range; for a "
@@ -126,7 +144,13 @@ VERDICTS = {
     "range; for a 'no effect' claim, the CI excludes 0 on the helping side; for a 'no difference' "
     "claim, the CI lies wholly above +min_effect or wholly below −min_effect.",
     INCONCLUSIVE: "fewer than 2 usable seeds (no CI), or the CI contains 0 and reaches beyond ±min_effect "
-    "(for a 'no difference' claim: the CI crosses +min_effect or −min_effect).",
+    "(for a 'no difference' claim: the CI crosses +min_effect or −min_effect) although the design "
+    "could detect min_effect (MDE ≤ min_effect).",
+    UNDERPOWERED: "as inconclusive, but the design could not have decided: the minimum detectable effect "
+    "(80% power, one-sided α = 0.025, paired t over seeds) exceeds min_effect. More seeds, not a "
+    "different method, would decide it (`repro reproduce <paper> --power`).",
+    UNTESTABLE: "a mechanism gate (`requires:`) failed: the condition under which the paper's mechanism "
+    "acts does not hold in these runs (its measured value is shown), so the effect was not tested.",
     NOT_RUN: "no finished canonical run at this scale for an arm the claim needs.",
 }
 
@@ -154,6 +178,9 @@ class Measure:
     better: int = 1
     min_effect: float = 0.0
     range: tuple[float, float] | None = None
+    score: str = "last"  # at `final`: the last logged value, or the mean of the last k (mean_last_k)
+    k: int = 3
+    ci: str = "t"  # t over seeds, or an item x seed bootstrap (where records carry items)
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -171,11 +198,13 @@ class Measure:
         metric = self.metric_at(scale) if scale is not None else self.metric
         if not isinstance(metric, str):
             metric = " | ".join(f"{k}: {v}" for k, v in metric.items()) if metric else "–"
+        at = f"mean of last {self.k}" if self.score == "mean_last_k" and self.at == "final" else self.at
         if self.kind == "effect":
-            return f"Δ {metric} ({self.at}): {self.treatment} − {self.control}"
+            return f"Δ {metric} ({at}): {self.treatment} − {self.control}"
         if self.kind == "change":
-            return f"{metric}: final − init, {self.arm}"
-        return f"{metric} ({self.at}), {self.arm}"
+            final = f"mean of last {self.k}" if self.score == "mean_last_k" else "final"
+            return f"{metric}: {final} − init, {self.arm}"
+        return f"{metric} ({at}), {self.arm}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +217,54 @@ class SummaryClaim:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A mechanism condition a claim needs: `arm`'s `metric` (at `at`) `op` `value`, on every seed."""
+
+    arm: str
+    metric: str
+    op: str
+    value: float
+    at: str = "final"
+    why: str = ""
+
+    def holds(self, x: float) -> bool:
+        return {">=": x >= self.value, "<=": x <= self.value, ">": x > self.value, "<": x < self.value}[
+            self.op
+        ]
+
+    def describe(self) -> str:
+        return f"{self.arm} {self.metric} ({self.at}) {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A gate checked on the seeds of its arm: `values` seed -> measured value (seeds that logged
+    it); `holds` is None when no seed logged it (unchecked)."""
+
+    gate: Gate
+    values: Mapping[int, float]
+
+    @property
+    def passed(self) -> int:
+        return sum(self.gate.holds(v) for v in self.values.values())
+
+    @property
+    def holds(self) -> bool | None:
+        return None if not self.values else self.passed == len(self.values)
+
+
+@dataclass(frozen=True)
+class Power:
+    """The design's power for one claim: paired seeds, sd of the differences, minimum detectable
+    effect at 80% power (one-sided α = 0.025), and the seeds needed to detect min_effect."""
+
+    n: int
+    sd: float
+    mde: float
+    needed: float  # NaN when undefined (min_effect 0, or no sd)
+
+
+@dataclass(frozen=True)
 class Claim:
     id: str
     text: str
@@ -195,6 +272,8 @@ class Claim:
     source: str
     measure: Measure
     summary: SummaryClaim | None = None
+    requires: tuple[Gate, ...] = ()
+    role: str = "paper"
 
 
 @dataclass(frozen=True)
@@ -246,7 +325,8 @@ class ClaimedPaper:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """One claim judged at one scale. `run_ids` maps arm -> run ids of the records used."""
+    """One claim judged at one scale. `run_ids` maps arm -> run ids of the records used; `ci_method`
+    says how `estimate.ci` was made; `by_base` is the estimate per base model when several are used."""
 
     claim: Claim
     scale: str
@@ -254,6 +334,10 @@ class ClaimResult:
     estimate: Estimate | None
     run_ids: dict[str, list[str]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    power: Power | None = None
+    gates: tuple[GateResult, ...] = ()
+    ci_method: str = "t"
+    by_base: Mapping[str, Estimate] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,6 +495,11 @@ class _Measure(_Strict):
         return Measure(**{k: v for k, v in fields.items() if k in Measure.__dataclass_fields__})
 
 
+Score = Literal["last", "mean_last_k"]
+CiMethod = Literal["t", "bootstrap"]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+
+
 class _Effect(_Measure):
     kind: Literal["effect"]
     metric: MetricSpec
@@ -421,6 +510,9 @@ class _Effect(_Measure):
     min_effect: Number
     at: Literal["final", "mean", "init"] = "final"
     range: tuple[Number, Number] | None = None
+    score: Score = "last"
+    k: PositiveInt = 3
+    ci: CiMethod = "t"
 
 
 class _Change(_Measure):
@@ -431,6 +523,9 @@ class _Change(_Measure):
     better: Sign = 1
     min_effect: Number
     range: tuple[Number, Number] | None = None
+    score: Score = "last"
+    k: PositiveInt = 3
+    ci: CiMethod = "t"
 
 
 class _Value(_Measure):
@@ -439,6 +534,18 @@ class _Value(_Measure):
     arm: ArmName
     at: Literal["final", "mean"] = "final"
     range: tuple[Number, Number]
+    score: Score = "last"
+    k: PositiveInt = 3
+    ci: CiMethod = "t"
+
+
+class _Gate(_Strict):
+    arm: ArmName
+    metric: MetricName
+    op: Literal[">=", "<=", ">", "<"]
+    value: Number
+    at: Literal["final", "mean", "init"] = "final"
+    why: OptionalText = ""
 
 
 class _Summary(_Strict):
@@ -456,7 +563,9 @@ class _Claim(_Strict):
     text: Text
     claimed: Text
     source: Text
+    role: Literal["paper", "summary", "precondition"] = "paper"
     summary: _Summary | None = None
+    requires: Annotated[list[_Gate], _none_is([])] = []
     measure: Annotated[
         Annotated[_Effect, Tag("<effect>")]
         | Annotated[_Change, Tag("<change>")]
@@ -562,6 +671,8 @@ class _ClaimedFile(_Strict):
                     c.source,
                     c.measure.to_measure(),
                     SummaryClaim(**c.summary.model_dump()) if c.summary else None,
+                    tuple(Gate(**g.model_dump()) for g in c.requires),
+                    c.role,
                 )
                 for c in self.claims
             ),
@@ -629,24 +740,55 @@ def _error_line(error: Mapping[str, Any], data: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
-def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml") -> ClaimedPaper:
+def parse_claimed(data: Any, slug: str, where: str = "claimed.yaml", node: Any = None) -> ClaimedPaper:
     """Validate a loaded claimed.yaml. A bad file raises ConfigError with one line naming the file
-    (`where`), the key path and what would be valid."""
+    (`where`), the line (given the file's composed YAML `node`), the key path and what would be
+    valid."""
     try:
         parsed = _ClaimedFile.model_validate(data, context=_names_in(data))
     except ValidationError as e:
         errors = e.errors()
         more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{where}: {_error_line(errors[0], data)}{more}") from None
+        line = _yaml_line(node, errors[0]["loc"])
+        raise ConfigError(
+            f"{where}{f':{line}' if line else ''}: {_error_line(errors[0], data)}{more}"
+        ) from None
     return parsed.to_paper(slug)
 
 
+def _yaml_line(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest part of `loc` found in a composed YAML node tree (pydantic's
+    markers that are not keys, like union tags, are passed over)."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                continue
+            key = next(k for k, v in node.value if v is match)
+            line, node = key.start_mark.line + 1, match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+    return line
+
+
 def load_claimed(path: Path) -> ClaimedPaper:
-    """Read and validate `tables_dir/<slug>/claimed.yaml` (the slug is the folder's name)."""
+    """Read and validate `tables_dir/<slug>/claimed.yaml` (the slug is the folder's name). A file
+    that is not valid YAML or breaks the schema raises ConfigError: `<path>:<line>: <problem>`."""
     path = Path(path)
-    with path.open() as f:
-        data = yaml.safe_load(f)
-    return parse_claimed(data, slug=path.parent.name, where=str(path))
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    return parse_claimed(data, slug=path.parent.name, where=str(path), node=node)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -659,13 +801,17 @@ def _curve(record: Record, metric: str) -> list[float]:
     return [float(v) for v in values if math.isfinite(v)]
 
 
-def metric_value(record: Record, metric: str, at: str) -> float | None:
+def metric_value(record: Record, metric: str, at: str, score: str = "last", k: int = 3) -> float | None:
     """One run's value of `metric`: `final` (the record's final value, else the curve's last point;
-    osc/* computed from its curve when absent), `init` (first curve point) or `mean` (curve mean).
-    None when the record lacks it or it is not finite."""
+    osc/* computed from its curve when absent; with score `mean_last_k`, the mean of the curve's
+    last k points), `init` (first curve point) or `mean` (curve mean). None when the record lacks
+    it or it is not finite."""
     value: float | None = None
     final = record.get("final") or {}
-    if at == "final" and final.get(metric) is not None:
+    if at == "final" and score == "mean_last_k" and metric not in OSC_SOURCES:
+        curve = _curve(record, metric)
+        value = float(np.mean(curve[-k:])) if curve else None
+    elif at == "final" and final.get(metric) is not None:
         value = float(final[metric])
     elif at == "final" and metric in OSC_SOURCES:
         curve = _curve(record, OSC_SOURCES[metric])
@@ -677,12 +823,31 @@ def metric_value(record: Record, metric: str, at: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def item_values(record: Record, metric: str, at: str, score: str = "last", k: int = 3) -> np.ndarray | None:
+    """Per-item results of `metric` (record `items`), scored like `metric_value`: (items,) float,
+    the mean over the evals used; None when the record has none."""
+    from repro.records import decode_items
+
+    evals = sorted((record.get("items") or {}).get(metric) or [], key=lambda e: e[0])
+    if not evals:
+        return None
+    if at == "init":
+        evals = evals[:1]
+    elif at == "final":
+        evals = evals[-k:] if score == "mean_last_k" else evals[-1:]
+    arrays = [decode_items(text) for _, text in evals]
+    if len({a.size for a in arrays}) != 1:
+        return None
+    return np.mean(np.stack(arrays).astype(float), axis=0)
+
+
 def _per_seed(
-    records: Mapping[int, Record], metric: str, at: str, notes: list[str], arm: str
+    records: Mapping[int, Record], metric: str, at: str, notes: list[str], arm: str, m: Measure | None = None
 ) -> dict[int, float]:
+    score, k = (m.score, m.k) if m is not None else ("last", 3)
     out = {}
     for seed, rec in records.items():
-        v = metric_value(rec, metric, at)
+        v = metric_value(rec, metric, at, score, k)
         if v is not None:
             out[seed] = v
     missing = sorted(set(records) - set(out))
@@ -692,11 +857,49 @@ def _per_seed(
 
 
 # ---------------------------------------------------------------------------------------------
+# Base models: pairing by (base, seed)
+
+NOT_RECORDED = "not recorded"
+
+
+def base_sha(record: Record) -> str | None:
+    """The sha256 of the base weights a run's chain started from; None for records made before
+    runs carried it."""
+    prov = record.get("provenance") or {}
+    return prov.get("root_base_sha256") or prov.get("base_sha256")
+
+
+def base_label(record: Record) -> str:
+    """`base <k>` for a micro base, else the first 8 hex digits of its sha256, or `?`."""
+    base = ((record.get("config") or {}).get("model") or {}).get("base")
+    if isinstance(base, int):
+        return f"base {base}"
+    sha = base_sha(record)
+    return sha[:8] if sha else "?"
+
+
+def check_pairs(
+    claim_id: str, a_arm: str, a: Mapping[int, Record], b_arm: str, b: Mapping[int, Record]
+) -> None:
+    """ConfigError if a seed of arm a and the same seed of arm b started from different base
+    weights: paired differences would then measure the bases, not the method."""
+    for seed in sorted(set(a) & set(b)):
+        sa, sb = base_sha(a[seed]), base_sha(b[seed])
+        if sa and sb and sa != sb:
+            raise ConfigError(
+                f"{claim_id}: cannot pair {a_arm} seed {seed} (base sha256 {sa[:12]}) with {b_arm} seed "
+                f"{seed} (base sha256 {sb[:12]}): they started from different base models; rerun one of "
+                "them from the same base (pairs are (base, seed))"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
 # Verdicts
 
 
 def verdict(measure: Measure, est: Estimate) -> str:
-    """The verdict of an estimate under the rules in VERDICTS (the arms were run)."""
+    """The verdict of an estimate under the rules in VERDICTS (the arms were run), before power
+    and gates (`evaluate` applies those)."""
     if est.ci is None:
         return INCONCLUSIVE
     lo, hi = est.ci
@@ -729,12 +932,59 @@ def verdict(measure: Measure, est: Estimate) -> str:
     return INCONCLUSIVE
 
 
+def power_of(measure: Measure, est: Estimate) -> Power | None:
+    """Power of a paired design (effect, change); None for a value claim."""
+    if measure.kind == "value":
+        return None
+    return Power(est.n, est.sd, mde(est.sd, est.n), seeds_needed(measure.min_effect, est.sd))
+
+
+def check_gate(gate: Gate, records: ArmRecords) -> GateResult:
+    values = {}
+    for seed, rec in (records.get(gate.arm) or {}).items():
+        v = metric_value(rec, gate.metric, gate.at)
+        if v is not None:
+            values[seed] = v
+    return GateResult(gate, values)
+
+
 def _short(run_id: Any) -> str:
     return str(run_id or "?")[:8]
 
 
+def _bootstrap(
+    m: Measure, records: ArmRecords, metric: str, seeds: tuple[int, ...]
+) -> tuple[float, float] | str:
+    """The item x seed bootstrap CI of the claim's estimate, or why there is none."""
+
+    def items(arm: str, at: str) -> dict[int, np.ndarray]:
+        out = {}
+        for s in seeds:
+            v = item_values(records[arm][s], metric, at, m.score, m.k)
+            if v is not None:
+                out[s] = v
+        return out
+
+    if m.kind == "effect":
+        a, b = items(m.treatment, m.at), items(m.control, m.at)  # type: ignore[arg-type]
+    elif m.kind == "change":
+        a, b = items(m.arm, "final"), items(m.arm, "init")  # type: ignore[arg-type]
+    else:
+        a = items(m.arm, m.at)  # type: ignore[arg-type]
+        b = {s: np.zeros_like(v) for s, v in a.items()}
+    if len(a) < len(seeds) or len(b) < len(seeds):
+        return "no per-item results in some records"
+    if len({x.size for x in [*a.values(), *b.values()]}) != 1:
+        return "per-item results of different eval sets"
+    if len(seeds) < 2:
+        return "fewer than 2 seeds"
+    diffs = np.stack([a[s] - b[s] for s in seeds])  # (S, I)
+    return item_seed_bootstrap(diffs, confidence=0.95)
+
+
 def evaluate(claim: Claim, records: ArmRecords, scale: str) -> ClaimResult:
-    """Judge one claim on the finished canonical records of one scale (arm -> seed -> record)."""
+    """Judge one claim on the finished canonical records of one scale (arm -> seed -> record):
+    the estimate and its CI, the verdict, then power (underpowered) and gates (untestable)."""
     m = claim.measure
     missing = [a for a in m.arms if not records.get(a)]
     if missing:
@@ -747,24 +997,51 @@ def evaluate(claim: Claim, records: ArmRecords, scale: str) -> ClaimResult:
 
     notes: list[str] = []
     if m.kind == "effect":
-        t = _per_seed(records[m.treatment], metric, m.at, notes, m.treatment)  # type: ignore[index]
-        c = _per_seed(records[m.control], metric, m.at, notes, m.control)  # type: ignore[index]
+        check_pairs(claim.id, m.treatment, records[m.treatment], m.control, records[m.control])  # type: ignore[arg-type,index]
+        t = _per_seed(records[m.treatment], metric, m.at, notes, m.treatment, m)  # type: ignore[index,arg-type]
+        c = _per_seed(records[m.control], metric, m.at, notes, m.control, m)  # type: ignore[index,arg-type]
         for a, b, arm in ((t, c, m.treatment), (c, t, m.control)):
             unpaired = sorted(set(a) - set(b))
             if unpaired:
                 notes.append(f"unpaired seed(s) of {arm} dropped: {', '.join(map(str, unpaired))}")
         est = paired_effect(t, c)
+        diffs = {s: t[s] - c[s] for s in est.seeds}
     elif m.kind == "change":
-        fin = _per_seed(records[m.arm], metric, "final", notes, m.arm)  # type: ignore[index]
-        init = _per_seed(records[m.arm], metric, "init", notes, m.arm)  # type: ignore[index]
+        fin = _per_seed(records[m.arm], metric, "final", notes, m.arm, m)  # type: ignore[index,arg-type]
+        init = _per_seed(records[m.arm], metric, "init", notes, m.arm, m)  # type: ignore[index,arg-type]
         est = paired_effect(fin, init)
+        diffs = {s: fin[s] - init[s] for s in est.seeds}
     else:
-        est = summarize(_per_seed(records[m.arm], metric, m.at, notes, m.arm))  # type: ignore[index]
+        diffs = _per_seed(records[m.arm], metric, m.at, notes, m.arm, m)  # type: ignore[index,arg-type]
+        est = summarize(diffs)
+
+    ci_method = "t"
+    if m.ci == "bootstrap" and est.n >= 1:
+        boot = _bootstrap(m, records, metric, est.seeds)
+        if isinstance(boot, tuple):
+            est = replace(est, ci=boot)
+            ci_method = "item × seed bootstrap"
+        else:
+            notes.append(f"bootstrap asked for, t used: {boot}")
+
+    # Between-base spread: the estimate per base model, when the seeds used span several.
+    anchor = m.treatment if m.kind == "effect" else m.arm
+    by_label: dict[str, dict[int, float]] = {}
+    for s, d in diffs.items():
+        by_label.setdefault(base_label(records[anchor][s]), {})[s] = d  # type: ignore[index]
+    by_base = {b: summarize(v) for b, v in sorted(by_label.items())} if len(by_label) > 1 else None
 
     run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
     if est.n < 2:
         notes.append(f"n={est.n}: no CI")
-    return ClaimResult(claim, scale, verdict(m, est), est, run_ids, tuple(notes))
+    result = verdict(m, est)
+    power = power_of(m, est)
+    if result == INCONCLUSIVE and power is not None and power.mde > m.min_effect:
+        result = UNDERPOWERED
+    gates = tuple(check_gate(g, records) for g in claim.requires)  # shown with the verdict
+    if any(g.holds is False for g in gates):
+        result = UNTESTABLE
+    return ClaimResult(claim, scale, result, est, run_ids, tuple(notes), power, gates, ci_method, by_base)
 
 
 def evaluate_all(paper: ClaimedPaper, records: ArmRecords, scale: str) -> list[ClaimResult]:

@@ -2,7 +2,8 @@
 
 Per scale: one curve plot per training curve claimed.yaml names (`curves:`, default
 DEFAULT_CURVES) that some run logged (arms as lines: mean over seeds, band = min–max over seeds),
-one bar chart of every effect/change claim's mean with its 95% CI, and the figures claimed.yaml
+one bar chart of every effect/change claim's mean with its 95% CI (coloured by verdict, with the
+paper's effect, min_effect and the MDE where known), and the figures claimed.yaml
 declares (`figures:`: scatter of two final values, or bars of final values per arm).
 Arms sharing a base name (`sft`, `sft_lora`, ...) share a colour; the suffix sets the line style.
 Called by `repro.tables.build.write_tables`; files are `fig_<scale>_<name>.png`.
@@ -30,6 +31,8 @@ VERDICT_COLOURS = {
     "direction only": "tab:olive",
     "not reproduced": "tab:red",
     "inconclusive": "tab:gray",
+    "underpowered": "tab:purple",
+    "untestable at this scale": "tab:brown",
 }
 _FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "GnBu", "PuRd")
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -108,6 +111,41 @@ def curve_figure(records: ArmRecords, metric: str, scale: str, path: Path) -> Pa
     return _save(fig, path)
 
 
+def run_curves_figure(
+    curves: Mapping[str, Sequence[Sequence[float]]], title: str, path: Path, max_panels: int = 6
+) -> Path | None:
+    """One run's curves, one small panel per metric (DEFAULT_CURVES first, then by name, at most
+    `max_panels`): the figure attached to a run in MLflow. None if nothing was logged. Plain
+    layout, low resolution: it is drawn for every run, so it must be cheap."""
+    names = [m for m in DEFAULT_CURVES if curves.get(m)]
+    names += sorted(m for m in curves if curves[m] and m not in names)
+    names = names[:max_panels]
+    if not names:
+        return None
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        points = [(s, v) for s, v in curves[name] if v is not None and math.isfinite(v)]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, marker="." if len(points) < 30 else None, color="tab:blue")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.1, top=1 - 0.5 / (2.4 * rows + 0.4), hspace=0.5, wspace=0.3
+    )
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=72, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def _predicted(r: ClaimResult) -> str:
     m = r.claim.measure
     if m.direction == 0:
@@ -116,25 +154,42 @@ def _predicted(r: ClaimResult) -> str:
 
 
 def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Path | None:
-    """Horizontal bars: each effect/change claim's mean with its 95% CI, coloured by verdict.
-    Claims without runs are left out; None if none remain."""
+    """Horizontal bars: each effect/change claim's mean with its 95% CI, coloured by verdict; the
+    paper's effect where the claim gives one in the metric's units (`range`, a shaded span); the
+    claim's min_effect (a tick on the predicted side) and the design's MDE (a dotted line).
+    Claims without an effect size (not run, no finite estimate) are left out; None if none remain."""
     rows = [
         r
         for r in results
-        if r.claim.measure.kind in ("effect", "change") and r.estimate is not None and r.estimate.n > 0
+        if r.claim.measure.kind in ("effect", "change")
+        and r.estimate is not None
+        and r.estimate.n > 0
+        and math.isfinite(r.estimate.mean)
     ]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rows) + 1.8))
     y = np.arange(len(rows))[::-1]
+    drawn = {"paper": False, "min": False, "mde": False}
     for yi, r in zip(y, rows):
-        est = r.estimate
+        est, m = r.estimate, r.claim.measure
+        if m.range is not None:
+            ax.fill_betweenx([yi - 0.4, yi + 0.4], *m.range, color="tab:blue", alpha=0.15, lw=0)
+            drawn["paper"] = True
         colour = VERDICT_COLOURS.get(r.verdict, "tab:gray")
-        ax.barh(yi, est.mean, color=colour, alpha=0.6, height=0.6)
+        hatch = "//" if r.verdict == "untestable at this scale" else None
+        ax.barh(yi, est.mean, color=colour, alpha=0.6, height=0.6, hatch=hatch)
         if est.ci is not None:
             lo, hi = est.ci
             xerr = [[est.mean - lo], [hi - est.mean]]
             ax.errorbar(est.mean, yi, xerr=xerr, fmt="none", ecolor="k", capsize=3)
+        side = m.direction if m.direction != 0 else (m.better or 1)
+        if m.min_effect > 0:
+            ax.plot([side * m.min_effect] * 2, [yi - 0.35, yi + 0.35], color="k", lw=1.2)
+            drawn["min"] = True
+        if r.power is not None and math.isfinite(r.power.mde):
+            ax.plot([side * r.power.mde] * 2, [yi - 0.35, yi + 0.35], color="k", lw=1, ls=":")
+            drawn["mde"] = True
     ax.axvline(0.0, color="k", lw=0.8)
     ax.set_yticks(y)
     labels = [
@@ -143,10 +198,25 @@ def effects_figure(results: Sequence[ClaimResult], scale: str, path: Path) -> Pa
     ]
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlabel("effect (treatment − control, or final − init), in each metric's own units")
-    ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% t CI")
+    ax.set_title(f"Claimed effects — scale {scale}\nbar: mean over paired seeds; whisker: 95% CI")
     present = [v for v in VERDICT_COLOURS if any(r.verdict == v for r in rows)]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=VERDICT_COLOURS[v], alpha=0.6) for v in present]
-    ax.legend(handles, present, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    handles = [
+        plt.Rectangle(
+            (0, 0), 1, 1, color=VERDICT_COLOURS[v], alpha=0.6, hatch="//" if "untestable" in v else None
+        )
+        for v in present
+    ]
+    labels = list(present)
+    if drawn["paper"]:
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15))
+        labels.append("paper's effect (claimed range)")
+    if drawn["min"]:
+        handles.append(plt.Line2D([], [], color="k", lw=1.2))
+        labels.append("min_effect (predicted side)")
+    if drawn["mde"]:
+        handles.append(plt.Line2D([], [], color="k", lw=1, ls=":"))
+        labels.append("MDE at 80% power")
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 

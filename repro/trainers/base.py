@@ -28,9 +28,12 @@ class Logger(Protocol):
 class TrainerSpec:
     """`train(cfg, log)` runs and returns the final summary metrics (flat dict of floats). The
     config arrives validated (repro.config: the trainer's schema in repro.config.trainer_schemas,
-    registered under the same name); `train` itself does not validate."""
+    registered under the same name); `train` itself does not validate. `needs_base`: the runner
+    builds the base model `cfg.model` (micro pretraining, GGUF conversion) before `train`, timed
+    apart from the run's own time; False for a trainer that never loads it."""
 
     train: Callable[[DictConfig, Logger], dict[str, Any]]
+    needs_base: bool = True
 
 
 TRAINERS = Registry("trainer")

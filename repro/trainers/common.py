@@ -1,10 +1,10 @@
 """Bookkeeping every trainer shares (grpo, sft, opd, offline_distill, eval_only), so that a
 trainer's loop is the algorithm:
 
-    rng, gen = seed_run(cfg)                         # torch threads; Python/NumPy/torch seeds
+    streams = seed_run(cfg)                          # torch threads; seeds; named random streams
     opt = optimizer(model, cfg.trainer)              # AdamW over the trainable parameters
     grad_norm = optimizer_step(model, opt, loss, cfg.trainer, step)   # backward, clip, step
-    model = with_lora(model, cfg.trainer.lora)       # peft adapters, or the model unchanged
+    model = with_lora(model, cfg.trainer.lora, streams.seed_of("init"))   # peft adapters, or the model
     teacher = load_teacher(cfg, tok)                 # the frozen teacher of opd / offline_distill
     batch = encode_pairs(tok, [(context, target)])   # teacher-forcing batch as a Rollout
     save_checkpoint(cfg, model, tok)                 # <cache_dir>/checkpoints/<hash>/seed<N>/
@@ -21,21 +21,23 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from repro import devices
 from repro.errors import ConfigError, NonFiniteError
 from repro.models import load_policy
 from repro.models.micro import load_checkpoint
 from repro.provenance import checkpoint_dir
 from repro.rollout import Rollout
+from repro.streams import Streams
 
 
-def seed_run(cfg: DictConfig) -> tuple[random.Random, torch.Generator]:
-    """Use `trainer.threads` torch threads; seed Python, NumPy and torch with `cfg.seed`; return
-    a data rng and a torch generator of the run's own (both seeded with `cfg.seed`)."""
+def seed_run(cfg: DictConfig) -> Streams:
+    """Use `trainer.threads` torch threads; seed Python, NumPy and torch with `cfg.seed` (for
+    anything outside the named streams); return the run's named streams."""
     torch.set_num_threads(cfg.trainer.threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    return random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    return Streams(int(cfg.seed))
 
 
 def optimizer(model, t: DictConfig) -> torch.optim.Optimizer:
@@ -59,8 +61,10 @@ def optimizer_step(model, opt, loss: torch.Tensor, t: DictConfig, step_no: int) 
     return grad_norm.item()
 
 
-def with_lora(model, lora: DictConfig | None):
-    """`model` unchanged when `lora` is null, else wrapped by peft with only the adapters trainable."""
+def with_lora(model, lora: DictConfig | None, seed: int | None = None):
+    """`model` unchanged when `lora` is null, else wrapped by peft with only the adapters trainable.
+    The adapters' random init draws from torch's global generator: seeded here with `seed` (the
+    run's `init` stream) under fork_rng, so it depends on nothing that ran before."""
     if lora is None:
         return model
     from peft import LoraConfig, get_peft_model
@@ -73,7 +77,10 @@ def with_lora(model, lora: DictConfig | None):
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return get_peft_model(model, peft_cfg)
 
 
 def load_teacher(cfg: DictConfig, tok):
@@ -81,14 +88,15 @@ def load_teacher(cfg: DictConfig, tok):
     for the student's own starting model. Its vocabulary must be the student's."""
     spec = cfg.trainer.teacher
     if spec is None:
-        teacher, t_tok = load_policy(cfg)
+        teacher, t_tok = load_policy(cfg, frozen=True)
     elif isinstance(spec, str):
         teacher, t_tok = load_checkpoint(spec)
+        teacher = devices.place(teacher, *devices.of(cfg), frozen=True)
     else:
         c = cfg.copy()
         with open_dict(c):
             c.model = OmegaConf.create(OmegaConf.to_container(spec, resolve=True))
-        teacher, t_tok = load_policy(c)
+        teacher, t_tok = load_policy(c, frozen=True)
     if t_tok.get_vocab() != tok.get_vocab():
         raise ConfigError("trainer.teacher: its tokenizer differs from the student's")
     teacher.eval().requires_grad_(False)

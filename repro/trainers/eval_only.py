@@ -4,8 +4,9 @@
 
 Retention and forgetting are those of the model against itself (R = 1, F = 0 by construction);
 drift compares two identical samples of its own states, so drift/mmd2 is the estimator's value at
-zero shift (unbiased: about 0, can be slightly negative). The model is saved like a trained one,
-so a chained stage (repro.pipeline) can name the base arm as its teacher or starting point.
+zero shift (unbiased: about 0, can be slightly negative). The model is saved like a trained one
+(`trainer.save`, default true here), so a chained stage (repro.pipeline) can name the base arm
+as its teacher or starting point.
 
 Run:  repro run experiment=<paper>/<arm> (an arm with `override /trainer: eval_only`)
 """
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend
+from repro.rollout import make_backend
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import save_checkpoint, seed_run
@@ -30,10 +31,11 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     model.eval()
     task = build_task(cfg.task, tok)
-    held = HeldOut.build(cfg, task, model, tok, HFGenerateBackend(tok, stop_strings=task.stop_strings))
+    held = HeldOut.build(cfg, task, model, tok, make_backend(cfg.trainer.rollout, tok, task.stop_strings))
     final = held.evaluate(model, 0, train_states=None)
     log(final, 0)
-    save_checkpoint(cfg, model, tok)
+    if cfg.trainer.save:
+        save_checkpoint(cfg, model, tok)
     return final | {"train/steps": 0.0, "train/seconds": time.time() - t0}
 
 

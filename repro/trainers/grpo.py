@@ -5,6 +5,10 @@ Reads top to bottom as the algorithm, CleanRL style. Each step:
     -> for each epoch and mini-batch: is_weight -> objective -> aggregate -> step
 and every `eval_every` steps the shared evaluation (target, retention vs step 0, drift of its own
 states). Each stage is a registered function picked by name in the config (repro/algos).
+Randomness comes from the run's named streams (prompts, rollout, shuffle, rescue: repro.streams),
+so arms with the same seed see the same prompts and shuffles. Share statistics (clip fractions
+and a paper's own shares) are pooled as ratios of sums: per step over its mini-batches
+(`train/<stat>`), and over the whole run (`run/<stat>` in the final metrics).
 Bookkeeping lives elsewhere: config checks run before training (TrainerSpec.validate), seeding,
 optimiser and the clipped step are repro.trainers.common, progress display is the logger's.
 
@@ -14,9 +18,8 @@ Run:  repro run experiment=<paper>/<arm> seed=1 trainer.steps=50
 from __future__ import annotations
 
 import math
-import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,40 +28,40 @@ from omegaconf import DictConfig
 from repro.algos import ADVANTAGES, AGGREGATIONS, IS_WEIGHTS, OBJECTIVES, REWARDS
 from repro.algos.label_free import PolicyView, answer_extractor
 from repro.algos.multi_reward import channel_shares
+from repro.algos.objectives import Share
 from repro.algos.rewards import RewardContext
-from repro.engine import make_backend
 from repro.eval.micro import HeldOut
 from repro.eval.vote import VoteEval
 from repro.metrics.stability import stability_summary
 from repro.models import load_policy
-from repro.rollout import Rollout, RolloutBackend, sequence_logits, token_entropy, token_logp
+from repro.rollout import Rollout, RolloutBackend, make_backend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import optimizer, optimizer_step, seed_run
+from repro.trainers.common import Streams, optimizer, optimizer_step, save_checkpoint, seed_run
 
 
 @dataclass
 class Learner:
     """What one step reads and updates: the config, the task, the policy and its optimiser, the
-    rollout backend, and the run's two random streams."""
+    rollout backend, the run's named random streams, and its share statistics pooled so far."""
 
     cfg: DictConfig
     task: Task
     model: torch.nn.Module
     backend: RolloutBackend
     opt: torch.optim.Optimizer
-    rng: random.Random  # prompt sampling
-    gen: torch.Generator  # mini-batch order and stochastic objectives
+    streams: Streams
+    shares: dict[str, Share] = field(default_factory=dict)  # run totals: Σ num, Σ den per stat
 
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    rng, gen = seed_run(cfg)
+    streams = seed_run(cfg)
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
     model.train()
-    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine
-    learner = Learner(cfg, task, model, backend, optimizer(model, t), rng, gen)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine | vllm
+    learner = Learner(cfg, task, model, backend, optimizer(model, t), streams)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
     # maj@G and self-certainty vs correctness on held-out problems (trainer.vote_samples > 0).
@@ -87,8 +90,11 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final = dict(last_eval)
     final["osc/reward"] = _diff_std(reward_curve)
     final["osc/id_acc"] = _diff_std(acc_curve)
+    final |= {f"run/{k}": float(v) for k, v in learner.shares.items()}
     final |= stability_summary(eval_steps, acc_curve)  # peak, end/peak, collapse step of id accuracy
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 
@@ -96,7 +102,7 @@ def update(learner: Learner, step: int) -> dict[str, float]:
     """One GRPO-family step: rollout -> reward -> advantage -> updates. Returns the step's metrics."""
     cfg, t, model = learner.cfg, learner.cfg.trainer, learner.model
     # 1-2. Rollout and reward (+ DAPO dynamic sampling: keep only groups whose rewards differ, refilling).
-    roll, rewards, group, sampled = rollout_and_reward(learner)
+    roll, rewards, group, sampled = rollout_and_reward(learner, step)
     metrics = {
         # Over everything sampled (before dynamic sampling drops groups): the policy's reward.
         "train/reward_mean": sampled["reward_mean"],
@@ -108,66 +114,102 @@ def update(learner: Learner, step: int) -> dict[str, float]:
     if rewards.shape[0] == 0:  # every group was uninformative: nothing to learn from
         return metrics
 
-    # 3. Advantage per sequence, group-relative.
+    # 3. Advantage per sequence, group-relative (rewards are scored on the CPU; moved to the model's device).
     adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
     if rewards.shape[1] > 1:  # several reward channels: the share of |A| each one carries
         names = _channel_names([c.name for c in cfg.reward])
         shares = channel_shares(cfg.advantage.name, rewards, group, names, **cfg.advantage.kw)
         metrics |= {f"train/{k}": v for k, v in shares.items()}
+    adv = adv.to(roll.completion_ids.device)
 
     # 4. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
     with torch.no_grad():
-        old_logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
+        old_logits = sequence_logits(model, roll)  # (B, T, V)
+        old_logp = token_logp(old_logits, roll.completion_ids)  # (B, T)
+        # Learner vs sampler on the same tokens at the sampling temperature: ~0 for the hf backend,
+        # the kernel/precision mismatch for vllm (correct it with is_weight: tis).
+        learner_logp = token_logp(old_logits, roll.completion_ids, t.temperature)  # (B, T)
     mask = roll.completion_mask  # (B, T)
+    metrics |= sampler_mismatch(learner_logp, roll.sampler_logp, mask)
 
     # 5. Several updates per rollout batch, so that the ratio moves and clipping acts.
     B = adv.shape[0]
-    stats: dict[str, list[float]] = {}
+    shuffle = learner.streams.gen("shuffle", step)
+    rescue = learner.streams.gen("rescue", step, device=model.device)  # noise where the model is
+    per_minibatch: list[dict[str, float | Share]] = []
     for _epoch in range(t.epochs):
-        for idx in torch.randperm(B, generator=learner.gen).chunk(min(t.minibatches, B)):
+        for idx in minibatch_order(B, t.minibatches, shuffle):
             logits = sequence_logits(model, roll, idx)  # (b, T, V)
             logp = token_logp(logits, roll.completion_ids[idx])  # (b, T)
             m = mask[idx]  # (b, T)
+            # The sampler's log-probs are at the sampling temperature: compare like with like.
+            at_T = logp if t.temperature == 1 else token_logp(logits, roll.completion_ids[idx], t.temperature)
             w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
-                logp.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
+                at_T.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
             )  # (b, T)
             loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
-                logp, old_logp[idx], adv[idx], m, generator=learner.gen, **cfg.objective.kw
+                logp, old_logp[idx], adv[idx], m, generator=rescue, **cfg.objective.kw
             )  # (b, T)
             loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, m, **cfg.agg.kw)
             grad_norm = optimizer_step(model, learner.opt, loss, t, step)
 
             with torch.no_grad():
                 ent = (token_entropy(logits.detach()) * m).sum() / m.sum().clamp(min=1)
-            mb_stats = {"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item()}
-            mb_stats |= {k: float(v) for k, v in obj_stats.items()}
-            mb_stats |= {f"is/{k}": float(v) for k, v in w_stats.items()}
-            for k, v in mb_stats.items():
-                stats.setdefault(k, []).append(v)
-    metrics |= {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
+            mb_stats = {"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item(), **obj_stats}
+            per_minibatch.append(mb_stats | {f"is/{k}": float(v) for k, v in w_stats.items()})
+    step_stats, shares = pool(per_minibatch)
+    metrics |= {f"train/{k}": v for k, v in step_stats.items()}
+    for k, v in shares.items():  # the run's totals
+        learner.shares[k] = learner.shares[k] + v if k in learner.shares else v
     return metrics
 
 
-def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.Tensor, dict[str, float]]:
+def pool(per_minibatch: list[dict[str, float | Share]]) -> tuple[dict[str, float], dict[str, Share]]:
+    """One step's stats from its mini-batches': a share is Σ numerators / Σ denominators, divided
+    once (a mini-batch with nothing eligible adds nothing; NaN if no mini-batch had anything), a
+    `*_max` the maximum, anything else the mean. Returns (stats, the step's shares as Share)."""
+    shares: dict[str, Share] = {}
+    values: dict[str, list[float]] = {}
+    for stats in per_minibatch:
+        for k, v in stats.items():
+            if isinstance(v, Share):
+                shares[k] = shares[k] + v if k in shares else v
+            else:
+                values.setdefault(k, []).append(float(v))
+    out = {k: max(v) if k.endswith("_max") else sum(v) / len(v) for k, v in values.items()}
+    return out | {k: float(v) for k, v in shares.items()}, shares
+
+
+def minibatch_order(B: int, minibatches: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A random split of the B sequences into `minibatches` index sets (fewer if B is smaller)."""
+    return torch.randperm(B, generator=generator).chunk(min(minibatches, B))
+
+
+def rollout_and_reward(
+    learner: Learner, step: int
+) -> tuple[Rollout, torch.Tensor, torch.Tensor, dict[str, float]]:
     """Sample prompts and G completions each; score them; with dynamic sampling drop groups whose
     rewards are all equal and sample more prompts (up to `dynamic_sampling_rounds` rounds).
+    Prompts and sampling noise of (step, round) come from the run's streams, so every arm draws
+    the same first-round prompts at a step whatever happened before.
     Returns (rollout, rewards (B, K), group ids (B,), stats of everything sampled)."""
     cfg, t, task = learner.cfg, learner.cfg.trainer, learner.task
     G = t.group_size
     rolls, rewards, groups, offset = [], [], [], 0
     seen_r, seen_len, reward_stats = [], [], {}
     extract = answer_extractor(task)
-    for _round in range(t.dynamic_sampling_rounds if t.dynamic_sampling else 1):
+    for round_ in range(t.dynamic_sampling_rounds if t.dynamic_sampling else 1):
         missing = t.prompts_per_step - offset
         if missing <= 0:
             break
-        problems = task.sample_problems(learner.rng, missing)
+        problems = task.sample_problems(learner.streams.rng("prompts", step, round_), missing)
         roll = learner.backend.generate(
             learner.model,
             [p.prompt for p in problems],
             n=G,
             max_new_tokens=t.max_new_tokens,
             temperature=t.temperature,
+            generator=learner.streams.gen("rollout", step, round_),
         )
         group = torch.arange(len(problems)).repeat_interleave(G)  # (B,)
         # Label-free rewards read the policy's logits (computed only if one asks) and the task's
@@ -206,6 +248,19 @@ def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.T
     }
     pad = learner.backend.tok.pad_token_id
     return _cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
+
+
+def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How far the sampler's log-probs are from the learner's on the sampled tokens (B, T each):
+    mean and max |difference| and the k3 estimate of KL(sampler || learner), over valid tokens."""
+    diff = (learner_logp - sampler_logp).masked_fill(~mask, 0.0)  # (B, T) log(pi_learner / pi_sampler)
+    n = mask.sum().clamp(min=1)
+    k3 = (diff.exp() - 1 - diff).masked_fill(~mask, 0.0)  # (B, T) >= 0
+    return {
+        "rollout/logp_diff_mean": (diff.abs().sum() / n).item(),
+        "rollout/logp_diff_max": diff.abs().max().item() if mask.any() else 0.0,
+        "rollout/sampler_kl_k3": (k3.sum() / n).item(),
+    }
 
 
 def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:

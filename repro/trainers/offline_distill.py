@@ -21,13 +21,14 @@ from omegaconf import DictConfig
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.eval.micro import HeldOut, states_of
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.rollout import make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
     load_teacher,
     optimizer,
     optimizer_step,
+    save_checkpoint,
     seed_run,
     with_lora,
 )
@@ -35,18 +36,18 @@ from repro.trainers.common import (
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    rng, _ = seed_run(cfg)  # rng: train prompts
+    streams = seed_run(cfg)  # streams.rng("prompts", step): train prompts
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
     teacher = load_teacher(cfg, tok)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     # The states it trains on are the teacher's: its greedy completions of the fixed drift prompts.
     roll = backend.generate(teacher, held.drift_prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
     train_states = states_of(held.drift_prompts, roll.texts, t.drift_every)
 
-    model = with_lora(model, t.lora)
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
 
@@ -54,7 +55,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0 = time.time()
     for step in range(1, t.steps + 1):
-        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
+        prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The teacher writes full greedy completions of the prompts: the sequence-level KD targets.
         roll = backend.generate(teacher, prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
         # 2. The student takes cross-entropy on them, teacher forcing on the teacher's states.
@@ -73,6 +74,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     final = dict(last_eval)
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

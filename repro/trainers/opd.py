@@ -30,13 +30,14 @@ from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.algos.distill import is_kl
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, Rollout, sequence_logits, token_logp
+from repro.rollout import Rollout, make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
     load_teacher,
     optimizer,
     optimizer_step,
+    save_checkpoint,
     seed_run,
     with_lora,
 )
@@ -44,15 +45,15 @@ from repro.trainers.common import (
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    rng, _ = seed_run(cfg)  # rng: train prompts and cut points
+    streams = seed_run(cfg)  # named streams: prompts, rollout noise, cut points (per step)
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
     teacher = load_teacher(cfg, tok)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
 
-    model = with_lora(model, t.lora)
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
 
@@ -61,10 +62,15 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0 = time.time()
     for step in range(1, t.steps + 1):
-        prompts = [p.prompt for p in task.sample_problems(rng, t.prompts_per_step)]
+        prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The student samples its own rollouts: the states s ~ d^{pi_S} of eq. 7.
         roll = backend.generate(
-            model, prompts, n=1, max_new_tokens=t.max_new_tokens, temperature=t.temperature
+            model,
+            prompts,
+            n=1,
+            max_new_tokens=t.max_new_tokens,
+            temperature=t.temperature,
+            generator=streams.gen("rollout", step),
         )
         lens = roll.completion_mask.sum(1)  # (B,)
         metrics = {"rollout/len_mean": lens.float().mean().item()}
@@ -77,7 +83,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             loss_mat = DISTILL_LOSSES[t.loss](logits, teacher_logits, mask)  # (B, T)
         else:
             # 2b. Continuation OPD: cut at a random prefix (eos excluded); the teacher continues greedily.
-            cuts = [rng.randrange(max(1, int(n))) for n in lens.tolist()]
+            cut_rng = streams.rng("cuts", step)
+            cuts = [cut_rng.randrange(max(1, int(n))) for n in lens.tolist()]
             states = student_prefixes(tok, prompts, roll, cuts)
             cont = backend.generate(teacher, states, n=1, max_new_tokens=t.continuation_tokens, greedy=True)
             # 3. The student takes cross-entropy on the teacher's continuation of its own prefix.
@@ -96,6 +103,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     final = dict(last_eval)
     final["train/seconds"] = time.time() - t0
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

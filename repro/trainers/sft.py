@@ -8,7 +8,8 @@ Reads top to bottom as the algorithm:
 The states it trains on are the demonstrations' prefixes, a solution style the base model never
 writes (micro world, repro.tasks.arith) or the dataset's own solutions (GSM8K), so `drift/*`
 measures how far off-policy they are.
-The final model (LoRA merged) goes to <cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
+With `trainer.save` (default for sft) the final model (LoRA merged) goes to
+<cache_dir>/checkpoints/<config hash>/seed<N>/ for later stages
 (`trainer.teacher=<dir>` of opd / offline_distill, or `model=hf model.path=<dir>`).
 
 Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=sft seed=1 trainer.epochs=1
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.eval.micro import HeldOut
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend, sequence_logits, token_logp
+from repro.rollout import make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
@@ -41,17 +42,17 @@ from repro.trainers.common import (
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t = cfg.trainer
-    _, gen = seed_run(cfg)  # gen: the batch order of each epoch
+    streams = seed_run(cfg)  # streams.gen("shuffle", epoch): the batch order of each epoch
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = HFGenerateBackend(tok, stop_strings=task.stop_strings)
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
     # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
     data = task.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     train_states = held.demo_states(t.style)
 
-    model = with_lora(model, t.lora)
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
     per_epoch = math.ceil(len(data) / t.batch_size)
@@ -61,12 +62,12 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     t0, step = time.time(), 0
     for epoch in range(t.epochs):
-        for idx in torch.randperm(len(data), generator=gen).split(t.batch_size):
+        for idx in torch.randperm(len(data), generator=streams.gen("shuffle", epoch)).split(t.batch_size):
             if step == total:
                 break
             step += 1
             # Teacher forcing on the demonstrations: the states come from the data, not the model.
-            batch = encode_pairs(tok, [data[i] for i in idx.tolist()])
+            batch = encode_pairs(tok, [data[i] for i in idx.tolist()]).to(model.device)
             logp = token_logp(sequence_logits(model, batch), batch.completion_ids)  # (b, T)
             mask = batch.completion_mask  # (b, T)
             loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (b, T)
@@ -81,7 +82,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final = dict(last_eval)
     final["train/steps"] = float(step)
     final["train/seconds"] = time.time() - t0
-    save_checkpoint(cfg, model, tok)
+    if t.save:
+        save_checkpoint(cfg, model, tok)
     return final
 
 

@@ -8,10 +8,13 @@ from `batches`; `shares` are the stat names that must lie in [0, 1].
 
 from __future__ import annotations
 
+import math
+
 import torch
 from hypothesis import strategies as st
 
 from repro.algos import AGGREGATIONS, OBJECTIVES
+from repro.algos.objectives import Share
 
 from . import reference as ref
 
@@ -67,7 +70,14 @@ def check_padding_changes_nothing(name, kw, batch, junk_seed, agg):
     assert torch.all(a[0][~mask] == 0) and torch.all(a[2][~mask] == 0)
     assert a[3].keys() == b[3].keys()
     for key in a[3]:
-        assert torch.equal(a[3][key], b[3][key]), key
+        assert stat_equal(a[3][key], b[3][key]), key
+
+
+def stat_equal(a, b) -> bool:
+    """Two stats are bit-identical (a 0-d tensor, or a Share's numerator and denominator)."""
+    if isinstance(a, Share):
+        return isinstance(b, Share) and torch.equal(a.num, b.num) and torch.equal(a.den, b.den)
+    return torch.equal(a, b)
 
 
 def check_at_ratio_one_gradient_is_reinforce(name, kw, batch):
@@ -84,14 +94,21 @@ def check_stats_are_named_finite_scalars(name, kw, batch, names, shares):
     _, _, _, stats = loss_and_grad(name, kw, *batch)
     assert tuple(stats) == tuple(names)
     for key, value in stats.items():
-        assert value.ndim == 0 and torch.isfinite(value), key
-        assert not value.requires_grad, key
+        parts = (value.num, value.den) if isinstance(value, Share) else (value,)
+        for part in parts:
+            assert part.ndim == 0 and torch.isfinite(part), key
+            assert not part.requires_grad, key
     for key in shares:
-        assert 0 <= stats[key] <= 1 + 1e-6, key
+        # A share's numerator and denominator are sums of non-negative parts, the first within the
+        # second; on its own it is a fraction in [0, 1], or NaN when nothing was eligible.
+        share = stats[key]
+        assert isinstance(share, Share), key
+        assert 0 <= share.num <= share.den * (1 + 1e-6) + 1e-6, key
+        assert math.isnan(float(share)) if share.den == 0 else 0 <= float(share) <= 1 + 1e-6, key
 
 
 def check_same_generator_seed_same_output(name, kw, batch, seed):
     a = loss_and_grad(name, kw, *batch, seed=seed)
     b = loss_and_grad(name, kw, *batch, seed=seed)
     assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
-    assert all(torch.equal(a[3][k], b[3][k]) for k in a[3])
+    assert all(stat_equal(a[3][k], b[3][k]) for k in a[3])

@@ -197,7 +197,7 @@ def clip_stats(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low: float, eps_hig
             r_max = max(r_max, r)
 
     def frac(num: str) -> float:
-        return n[num] / n["valid"] if n["valid"] > 0 else 0.0
+        return n[num] / n["valid"] if n["valid"] > 0 else math.nan  # nothing valid: undefined
 
     return {
         "clipfrac": frac("zeroed"),

@@ -3,6 +3,8 @@ nsr.py), one element at a time, given the U(0, 1) draws the fast version makes."
 
 from __future__ import annotations
 
+import math
+
 import torch
 from algos.reference import zeroed
 from torch import Tensor
@@ -61,7 +63,7 @@ def near_boundary(
 
     ratio and g are per token (B, T) (at sequence level: the sequence's value on each of its tokens).
     """
-    keys = "valid valid_sig zeroed zeroed_sig abs abs_sig rel rel_sig rescued pushed"
+    keys = "valid valid_sig zeroed zeroed_sig abs abs_sig rel rel_sig rescued rescued_sig pushed"
     n = dict.fromkeys(keys.split(), 0.0)
     B, T = mask.shape
     for b in range(B):
@@ -75,6 +77,7 @@ def near_boundary(
                 n["zeroed"] += 1
                 n["zeroed_sig"] += abs(A)
                 n["rescued"] += gt
+                n["rescued_sig"] += gt * abs(A)
                 if 1 - eps_low - nbm_abs_width <= r <= 1 + eps_high + nbm_abs_width:
                     n["abs"] += 1
                     n["abs_sig"] += abs(A)
@@ -85,7 +88,7 @@ def near_boundary(
                 n["pushed"] += 1 - gt
 
     def frac(num: str, den: str) -> float:
-        return n[num] / n[den] if n[den] > 0 else 0.0
+        return n[num] / n[den] if n[den] > 0 else math.nan  # nothing eligible: undefined
 
     return {
         "nbm_abs_tok": frac("abs", "valid"),
@@ -98,5 +101,7 @@ def near_boundary(
         "nbm_rel_sig_of_clipped": frac("rel_sig", "zeroed_sig"),
         "rescued_frac": frac("rescued", "valid"),
         "rescued_frac_of_clipped": frac("rescued", "zeroed"),
+        "rescued_sig": frac("rescued_sig", "valid_sig"),
+        "rescued_sig_of_clipped": frac("rescued_sig", "zeroed_sig"),
         "pushed_frac": frac("pushed", "valid"),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,6 @@ from repro.cli import main
 from repro.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def root_copy(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    shutil.copytree(ROOT / "experiments", root / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("REPRO_ROOT", str(root))
-    monkeypatch.setenv("REPRO_RESULTS_DIR", str(root / "results"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    return root
 
 
 def _fails(capsys, *args: str) -> str:

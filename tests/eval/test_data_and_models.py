@@ -96,5 +96,6 @@ def test_model_and_eval_configs_compose(monkeypatch, tmp_path):
     assert list(small.tasks) == ["gsm8k", "mmlu", "truthfulqa_mc1", "truthfulqa_mc2"]
     assert small.paths.data_dir == str(tmp_path / "d")
     assert paper.model.kind == "hf" and paper.model.path == "Qwen/Qwen3-0.6B-Base"
-    assert paper.model.dtype == "bfloat16"
+    assert paper.model.dtype == "float32"  # fp32 weights; bf16 compute on a GPU (dtype: auto)
+    assert (small.device, small.dtype) == ("auto", "auto")
     assert Path(run.paths.data_dir) == tmp_path / "d"

@@ -3,6 +3,9 @@
 The runner tests copy this file into a temporary paper package (`experiments/demo/`), so parallel
 joblib workers register it the way they register a paper's own functions. Set
 REPRO_TEST_NONFINITE=<arm>-s<seed>@<step>[,...] to make those runs raise NonFiniteError.
+Set REPRO_TEST_HOLD=<folder> to make every run, after logging its first step, write
+`<folder>/<arm>-s<seed>.ready` and then wait (up to 10 min) for a signal: the signal tests use it
+to stop a real child process mid-run.
 For chained-stage tests: `trainer.save: true` writes a stand-in checkpoint (config.json holding the
 final loss) where repro.pipeline looks for a stage's output, and a `trainer.teacher` dir is read back
 into `final["teacher_loss"]`.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +60,12 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         if step == fail_at:
             raise NonFiniteError(f"loss is nan at step {step}")
         log({"train/loss": loss, "train/grad_norm": float(2 * x.norm())}, step)
+        hold = os.environ.get("REPRO_TEST_HOLD")
+        if hold and step == 0:
+            Path(hold, f"{cfg.arm}-s{cfg.seed}.ready").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:  # a signal's handler raises out of the sleep
+                time.sleep(0.05)
         x = x - lr * 2 * x
     final = {"train/loss": loss, "eval/score": -loss, "steps": cfg.trainer.steps}
     teacher = cfg.trainer.get("teacher")
@@ -72,5 +82,5 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
 # Guarded: the tests import this module twice under different names (conftest and the demo package).
 if NAME not in TRAINERS:
-    TRAINERS.register(NAME)(TrainerSpec(train=train))
+    TRAINERS.register(NAME)(TrainerSpec(train=train, needs_base=False))
     TRAINER_CONFIGS.register(NAME)(QuadraticConfig)

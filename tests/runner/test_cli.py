@@ -10,6 +10,7 @@ import pytest
 
 from repro import records
 from repro.cli import main
+from repro.models.micro import BASES_DIR, MANIFEST
 
 from .conftest import mlflow_runs
 
@@ -37,10 +38,35 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert rec["config"]["trainer"]["name"] == "_test_quadratic"
     assert rec["config"]["paths"]["root"] == "<root>" and len(rec["config_hash"]) == 64
     prov = rec["provenance"]
-    assert set(prov) == {"git_sha", "git_dirty", "versions", "wall_time_s", "started", "host", "threads"}
+    assert set(prov) == {
+        "git_sha",
+        "git_dirty",
+        "git_diff_sha256",
+        "versions",
+        "wall_time_s",
+        "base_build_s",
+        "stages_s",
+        "started",
+        "host",
+        "threads",
+        "device",
+        "base_sha256",
+        "base",
+        "root_base_sha256",
+        "upstream",
+    }
+    assert prov["device"] == "cpu, float32"  # device: auto on a machine without a GPU
+    assert prov["upstream"] == {}
     assert prov["git_sha"] == "unknown"  # the temporary root is not a git checkout
+    assert prov["base_build_s"] == 0  # this trainer loads no base: nothing is built for it
+    # Seed 1's config names shipped base 0, which is there already: the record and the MLflow run
+    # carry its checksum.
+    shipped = json.loads((BASES_DIR / "base0" / MANIFEST).read_text())["sha256"]
+    assert prov["base_sha256"] == prov["root_base_sha256"] == shipped
+    assert prov["base"] == {"of": "model.safetensors", "source": "shipped", "base": 0}
 
     (run,) = mlflow_runs(repro_root)
+    assert run.data.tags["base_sha256"] == shipped and run.data.tags["base"] == "0"
     assert run.info.run_id == rec["run_id"] and run.info.status == "FINISHED"
     assert run.info.run_name == "a-s1"
     tags = run.data.tags
@@ -57,7 +83,9 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
     assert run.data.metrics["train/loss"] == pytest.approx(rec["curves"]["train/loss"][-1][1], rel=1e-5)
     assert "final/eval/score" in run.data.metrics
     artefacts = sorted(Path(run.info.artifact_uri.removeprefix("file://")).iterdir())
-    assert [p.name for p in artefacts] == ["config.yaml", "summary.json"]
+    assert [p.name for p in artefacts] == ["config.yaml", "curves.png", "record.json", "summary.json"]
+    assert json.loads((artefacts[2]).read_text()) == rec  # the record itself, as written
+    assert run.data.metrics["time/run_s"] == pytest.approx(prov["wall_time_s"], abs=1e-3)
 
 
 def test_other_overrides_make_an_adhoc_record(repro_root):
@@ -130,7 +158,7 @@ def test_reproduce_validates_every_arm_before_running(repro_root, capsys):
 def test_list_and_print_config(repro_root, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "arms:  a, b" in out
+    assert "demo: demo [implemented]" in out and "arms:    a, b" in out
     main(["run", "--cfg", "job", "experiment=demo/b"])
     out = capsys.readouterr().out
     assert "arm: b" in out and "lr: 0.3" in out
@@ -162,3 +190,37 @@ def test_reproduce_runs_the_suite_in_parallel_and_builds_tables(repro_root, monk
     ]
     assert (repro_root / "paper_tables/demo/comparison.md").exists()
     assert str(repro_root / "paper_tables/demo/comparison.md") in out
+
+
+@pytest.mark.slow
+def test_reproduce_power_runs_the_seeds_each_claim_needs(repro_root, capsys):
+    """`--power`: the suite's seeds (1, 2) as a pilot, then as many seeds as the pilot's paired sd
+    needs for 80% power at the claim's min_effect (capped by --max-seeds), on both arms."""
+    from repro.tables.stats import seeds_needed
+
+    claimed = repro_root / "paper_tables/demo/claimed.yaml"
+    claimed.write_text(claimed.read_text().replace("min_effect: 0.0", "min_effect: 0.5"))
+    (repro_root / "experiments/demo/suite.yaml").write_text("arms: [a, b]\nseeds: [1, 2]\njobs: 1\n")
+    assert main(["reproduce", "demo", "--power", "--max-seeds", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "repro reproduce demo (power tier: pilot = the quick tier)" in out
+    assert "power tier plan" in out and "b_lowers_loss: b vs a: needs" in out
+    # The plan, recomputed from the pilot's two records per arm.
+    pilot = {
+        arm: {s: _record(repro_root, arm, s)["final"]["train/loss"] for s in (1, 2)} for arm in ("a", "b")
+    }
+    diffs = [pilot["b"][s] - pilot["a"][s] for s in (1, 2)]
+    sd = abs(diffs[0] - diffs[1]) / 2**0.5
+    n = min(seeds_needed(0.5, sd), 6)
+    assert n > 2  # the pilot alone is not enough: the tier ran more seeds
+    assert _record_files(repro_root) == sorted(
+        f"demo/micro/{arm}/seed{s}.json" for arm in ("a", "b") for s in range(1, n + 1)
+    )
+    assert "Tier: power tier: up to" in (repro_root / "paper_tables/demo/comparison.md").read_text()
+
+
+def test_require_head_needs_a_git_checkout(repro_root, capsys):
+    assert main(["tables", "--require-head"]) == 2
+    assert "not a git checkout" in capsys.readouterr().err
+    assert main(["reproduce", "demo", "--require-head", "--dry-run"]) == 2
+    assert _record_files(repro_root) == []

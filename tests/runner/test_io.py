@@ -37,3 +37,13 @@ def test_io_is_a_leaf_module():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(name.startswith("repro") for name in imported if name)
+
+
+def test_a_write_of_the_same_bytes_leaves_the_file_alone(tmp_path):
+    path = tmp_path / "fig.png"
+    atomic_write_text(path, "same", mode=0o600)
+    before = path.stat().st_mtime_ns
+    atomic_write_text(path, "same")  # same content: not replaced, only the mode is set
+    assert path.stat().st_mtime_ns == before and path.stat().st_mode & 0o777 == 0o644
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["fig.png"]

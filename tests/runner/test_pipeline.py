@@ -90,6 +90,7 @@ def test_failed_upstream_fails_the_run_and_names_the_stage(chain_root, monkeypat
         ("{coach: demo/t}", r"stages\.coach: unknown role; valid roles: teacher, init"),
         ("{teacher: t}", r"stages\.teacher: expected '<paper>/<arm>'"),
         ("{teacher: demo/s}", r"stages\.teacher: demo/s cannot be its own upstream stage"),
+        ("{teacher: demo/a}", r"stages\.teacher: demo/a does not keep its model \(trainer\.save: false\)"),
     ],
 )
 def test_bad_stage_declarations_are_config_errors(chain_root, stages, match, capsys):
@@ -104,7 +105,7 @@ def test_reproduce_runs_upstream_arms_in_an_earlier_wave(chain_root, capsys):
     (chain_root / "experiments" / "demo" / "suite.yaml").write_text("arms: [s, t]\nseeds: [1]\njobs: 1\n")
     assert main(["reproduce", "demo", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "2 runs in 2 waves" in out
+    assert "2 to run in 2 sweeps" in out
     assert out.index("experiment=demo/t ") < out.index("experiment=demo/s ")
     main(["reproduce", "demo"])  # exit code also reflects the table, which does not list s and t
     assert _runs_of(chain_root, "t") == 1 and _record(chain_root, "s", 1)["status"] == "FINISHED"

@@ -83,10 +83,12 @@ def test_failed_record_never_touches_the_successful_one(tmp_path):
     records.write_record(_record("FAILED"), failed_path)
     assert ok_path.read_bytes() == before
     assert records.read_record(failed_path)["status"] == "FAILED"
-    # A later success replaces the stale failure record; no temp files are left behind.
+    # A later success sets the stale failure record aside (kept, not counted); no temp files left.
     records.write_record(_record(), ok_path)
     assert not failed_path.exists()
-    assert sorted(p.name for p in ok_path.parent.iterdir()) == ["seed1.json"]
+    assert sorted(p.name for p in ok_path.parent.iterdir()) == ["replaced", "seed1.json"]
+    (kept,) = (ok_path.parent / "replaced").iterdir()
+    assert kept.name == "seed1.failed-r1.json" and records.read_record(kept)["status"] == "FAILED"
     assert ok_path.stat().st_mode & 0o777 == 0o644  # readable by whoever commits or serves results
 
 

@@ -123,7 +123,9 @@ def test_table_verdicts_and_marker(dirs):
     assert "**reproduced**" in claim_row(md, "push_no_help")
     assert "**reproduced**" in claim_row(md, "share")
     assert "**not run**" in claim_row(md, "other_helps")
-    assert "base_new: bb000001, bb000002, bb000003<br>base: aa000001, aa000002, aa000003" in claim_row(
+    # Run ids link to their records, resolvable from the table's folder.
+    links = ", ".join(f"[bb00000{s}](../../results/toy/micro/base_new/seed{s}.json)" for s in (1, 2, 3))
+    assert f"base_new: {links}<br>base: [aa000001](../../results/toy/micro/base/seed1.json)" in claim_row(
         md, "improves"
     )
     for verdict in ("reproduced", "direction only", "not reproduced", "inconclusive", "not run"):
@@ -170,7 +172,8 @@ def test_failed_runs_listed_never_counted(dirs):
     report = write_tables(SLUG, results, tables)
     md = report.path.read_text()
     assert report.runs == 9 and "<!-- repro:runs=9 -->" in md
-    assert "`micro/base_new` seed 4" in md and "NonFiniteError: loss is nan at step 7" in md
+    assert "`micro/base_new` [seed 4](../../results/toy/micro/base_new/seed4.failed.json)" in md
+    assert "NonFiniteError: loss is nan at step 7" in md
     assert "A finished run of this seed exists" in md
     assert "not canonical" in md
     assert "**not run**" in claim_row(md, "other_helps")
@@ -232,7 +235,7 @@ def test_bad_claim_fails_before_writing(dirs):
     results, tables = dirs
     (tables / SLUG / "claimed.yaml").write_text(CLAIMED.replace("treatment: other", "treatment: othr"))
     with pytest.raises(
-        ConfigError, match=r"claimed\.yaml: claims\[4\] \(other_helps\)\.measure\.treatment: .*'othr'"
+        ConfigError, match=r"claimed\.yaml:\d+: claims\[4\] \(other_helps\)\.measure\.treatment: .*'othr'"
     ):
         write_tables(SLUG, results, tables)
     assert not (tables / SLUG / "comparison.md").exists()
@@ -424,4 +427,253 @@ def test_equivalence_claim_row(paper_dirs):
         (CLAIMED + SAME).replace("min_effect: 0.05", "min_effect: 0.005")
     )
     row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "push_same")
-    assert "**inconclusive**" in row
+    # The CI crosses ±0.005, and 3 seeds with sd 0.006 cannot detect 0.005 (MDE 0.019).
+    assert "**underpowered**" in row and "MDE 0.019" in row
+
+
+# --- verdict machinery: gates, power, bases, commits, tiers, items ----------------------------
+
+GATED = """
+  - id: gated
+    text: The new arm raises accuracy, where its mechanism acts.
+    claimed: "+5 points"
+    source: "Table 1"
+    role: summary
+    requires:
+      - {arm: base_new, metric: run/rescued, op: ">=", value: 0.01, why: "the rescue acts"}
+    measure: {kind: effect, metric: eval/id/greedy_acc, treatment: base_new, control: base,
+              direction: 1, min_effect: 0.02}
+"""
+
+
+def set_field(results: Path, arm: str, seed: int, fn) -> None:
+    path = results / SLUG / "micro" / arm / f"seed{seed}.json"
+    rec = json.loads(path.read_text())
+    fn(rec)
+    path.write_text(json.dumps(rec))
+
+
+def test_a_failed_gate_makes_the_verdict_untestable_and_shows_its_value(dirs):
+    results, tables = dirs
+    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
+    (tables / SLUG / "claimed.yaml").write_text(claimed + GATED)
+    for seed, share in ((1, 0.02), (2, 0.03), (3, 0.04)):
+        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    assert "**reproduced**" in row and "0.030 ± 0.010, 3/3 seeds: met" in row
+    # The mechanism acts on too little signal in one seed: the same effect is now untestable.
+    set_field(results, "base_new", 2, lambda r: r["final"].update({"run/rescued": 0.004}))
+    report = write_tables(SLUG, results, tables)
+    row = claim_row(report.path.read_text(), "gated")
+    assert "**untestable at this scale**" in row
+    assert (
+        "gate base_new run/rescued (final) >= 0.01, the rescue acts: 0.021 ± 0.018, 2/3 seeds: FAILED" in row
+    )
+    assert "+0.100 ± 0.010 (n=3)" in row  # the estimate is still shown
+    assert {r.claim.id: r.verdict for r in report.results}["improves"] == "reproduced"  # no gate
+    # A gate no record logs is unchecked and decides nothing.
+    for seed in (1, 2, 3):
+        set_field(results, "base_new", seed, lambda r: r["final"].pop("run/rescued"))
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    assert "**reproduced**" in row and "not logged" in row
+
+
+def test_headline_counts_split_paper_summary_and_precondition_claims(dirs):
+    results, tables = dirs
+    claimed = CLAIMED.replace(
+        '    source: "suite precondition"\n', '    source: "suite precondition"\n    role: precondition\n'
+    )
+    claimed = claimed.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
+    (tables / SLUG / "claimed.yaml").write_text(claimed + GATED)
+    md = write_tables(SLUG, results, tables).path.read_text()
+    assert (
+        "6 claims: 4 paper claims (3 reproduced, 1 not run); 1 summary claim (1 reproduced); "
+        "1 precondition (1 reproduced)." in md
+    )
+    assert "**trains** *(precondition)*" in md and "**gated** *(summary)*" in md
+
+
+def test_underpowered_vs_inconclusive(dirs):
+    results, tables = dirs
+    # other − base: +0.01 ± 0.03 over 3 seeds: the CI straddles 0 and the MDE (~0.1) exceeds 0.02.
+    for seed, acc in ((1, 0.64), (2, 0.61), (3, 0.58)):
+        write_record(results, make_record("other", seed, acc))
+    report = write_tables(SLUG, results, tables)
+    row = claim_row(report.path.read_text(), "other_helps")
+    assert "**underpowered**" in row and "seeds for 0.020:" in row
+    # 30 seeds, differences of mean 0.01 and sd 0.03: MDE 0.016 <= 0.02, CI [-0.001, +0.021]
+    # still straddles 0 and 0.02: a powered design that did not decide, inconclusive.
+    z = np.random.default_rng(0).standard_normal(30)
+    diffs = 0.01 + 0.03 * (z - z.mean()) / z.std(ddof=1)
+    for seed, d in enumerate(diffs, start=1):
+        write_record(results, make_record("base", seed, 0.6))
+        write_record(results, make_record("other", seed, 0.6 + d))
+    report = write_tables(SLUG, results, tables)
+    result = {r.claim.id: r for r in report.results}["other_helps"]
+    assert result.power.mde == pytest.approx(0.016, abs=5e-4)
+    assert result.estimate.ci[0] < 0 and result.estimate.ci[1] > 0.02
+    assert result.verdict == "inconclusive"
+
+
+def with_base(rec: dict, base: int, sha: str) -> dict:
+    rec["config"] = {"model": {"kind": "micro", "base": base}}
+    rec["provenance"] |= {"base_sha256": sha, "root_base_sha256": sha}
+    return rec
+
+
+def test_pairs_from_different_base_models_are_refused(dirs):
+    results, tables = dirs
+    for arm in ("base", "base_new", "base_push"):
+        for seed in (1, 2, 3):
+            set_field(results, arm, seed, lambda r, s=seed: with_base(r, (s - 1) % 3, f"{s:x}" * 64))
+    md = write_tables(SLUG, results, tables).path.read_text()
+    # Three bases: the effect per base and the spread between bases are shown.
+    assert (
+        "by base: base 0: +0.100 (n=1), base 1: +0.090 (n=1), base 2: +0.110 (n=1); sd between bases 0.010"
+        in (claim_row(md, "improves"))
+    )
+    assert "base 0 sha256 111111111111… (3 runs)" in md
+    set_field(results, "base_new", 2, lambda r: with_base(r, 1, "e" * 64))
+    with pytest.raises(
+        ConfigError, match=r"improves: cannot pair base_new seed 2 \(base sha256 eeeeeeeeeeee\) "
+    ):
+        write_tables(SLUG, results, tables)
+
+
+def test_old_records_say_the_base_checksum_was_not_recorded(dirs):
+    results, tables = dirs
+    md = write_tables(SLUG, results, tables).path.read_text()
+    assert "base checksum: not recorded (9 runs, made before records carried it)" in md
+
+
+def test_require_head_fails_on_records_from_another_commit(dirs):
+    results, tables = dirs
+    with pytest.raises(
+        ConfigError,
+        match=r"--require-head: records not produced by the code at HEAD 0123456789: abcdef1234: 9",
+    ):
+        write_tables(SLUG, results, tables, require_head="0123456789" * 4)
+    assert not (tables / SLUG / "comparison.md").exists()
+    report = write_tables(SLUG, results, tables, require_head="abcdef1234567890")
+    assert report.written
+    # Only the scales asked for are checked.
+    write_record(results, make_record("base", 1, 0.5, scale="small"))
+    set_field(results, "base", 1, lambda r: None)
+    write_tables(SLUG, results, tables, require_head="abcdef1234567890", head_scales=["micro"])
+
+
+def test_records_from_several_commits_are_listed(dirs):
+    results, tables = dirs
+    set_field(results, "base", 1, lambda r: r["provenance"].update({"git_sha": "1111111111aaaa"}))
+    md = write_tables(SLUG, results, tables).path.read_text()
+    assert "git 1111111111 (1 runs), abcdef1234 (8 runs) (mixed: records from several commits)" in md
+
+
+def test_tables_say_which_tier_made_them(dirs):
+    results, tables = dirs
+    md = write_tables(SLUG, results, tables, suite_seeds=[1, 2, 3]).path.read_text()
+    assert "Tier: quick tier: the suite's seeds 1, 2, 3." in md
+    for seed in (4, 5):
+        write_record(results, make_record("base", seed, 0.6))
+        write_record(results, make_record("base_new", seed, 0.7))
+    md = write_tables(SLUG, results, tables, suite_seeds=[1, 2, 3]).path.read_text()
+    assert (
+        "Tier: power tier: up to 5 seeds per arm (seeds 1, 2, 3, 4, 5; the quick tier's are [1, 2, 3])." in md
+    )
+
+
+def test_tiny_records_are_never_read(dirs):
+    results, tables = dirs
+    # A smoke run written where published records live (by an older version, or by hand).
+    write_record(results, make_record("base", 1, 0.99, scale="tiny"))
+    (results / ".smoke" / SLUG / "tiny" / "base").mkdir(parents=True)
+    (results / ".smoke" / SLUG / "tiny" / "base" / "seed1.json").write_text("{not even json")
+    report = write_tables(SLUG, results, tables)
+    md = report.path.read_text()
+    assert report.runs == 9 and "`tiny`" not in md and "| tiny |" not in md
+
+
+def items_text(bits) -> str:
+    from repro.records import encode_items
+
+    return encode_items(np.array(bits, dtype=bool))
+
+
+def test_item_seed_bootstrap_and_mean_of_last_k(dirs):
+    results, tables = dirs
+    rng = np.random.default_rng(0)
+    for arm, p in (("base", 0.6), ("base_new", 0.7)):
+        for seed in (1, 2, 3):
+            evals = [[step, items_text(rng.random(200) < p)] for step in (0, 10, 20)]
+            set_field(
+                results,
+                arm,
+                seed,
+                lambda r, e=evals: r.update({"schema": 2, "items": {"eval/id/greedy_acc": e}}),
+            )
+    claimed = CLAIMED.replace(
+        "direction: 1, min_effect: 0.02}\n  - id: trains",
+        "direction: 1, min_effect: 0.02, ci: bootstrap, score: mean_last_k, k: 2}\n  - id: trains",
+    )
+    (tables / SLUG / "claimed.yaml").write_text(claimed)
+    report = write_tables(SLUG, results, tables)
+    r = {x.claim.id: x for x in report.results}["improves"]
+    assert r.ci_method == "item × seed bootstrap"
+    row = claim_row(report.path.read_text(), "improves")
+    assert "<sub>item × seed bootstrap</sub>" in row and "(mean of last 2)" in row
+    # mean of the last 2 curve points per seed, paired: the curve is linspace(0.3, final, 5).
+    curve = lambda final: np.linspace(0.3, final, 5)  # noqa: E731
+    expected = np.mean(
+        [curve(n)[-2:].mean() - curve(b)[-2:].mean() for b, n in ((0.60, 0.70), (0.62, 0.71), (0.58, 0.69))]
+    )
+    assert r.estimate.mean == pytest.approx(expected)
+    lo, hi = r.estimate.ci
+    assert lo < 0.1 < hi and hi - lo > 0.02  # 200 items per eval: item noise widens the interval
+    # Records without items fall back to t, and say so.
+    set_field(results, "base", 1, lambda r: r.pop("items"))
+    r = {x.claim.id: x for x in write_tables(SLUG, results, tables).results}["improves"]
+    assert r.ci_method == "t" and any("bootstrap asked for, t used" in n for n in r.notes)
+
+
+def test_effects_figure_colours_the_new_verdicts_and_leaves_out_rows_without_an_effect(dirs, monkeypatch):
+    from matplotlib.colors import to_rgba
+
+    from repro.tables import figures
+
+    results, tables = dirs
+    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
+    # A paper effect in the metric's units for `improves`; a failing gate for `gated`.
+    claimed = claimed.replace(
+        "direction: 1, min_effect: 0.02}\n  - id: trains",
+        "direction: 1, min_effect: 0.02,\n              range: [0.05, 0.08]}\n  - id: trains",
+        1,
+    )
+    (tables / SLUG / "claimed.yaml").write_text(claimed + GATED)
+    for seed in (1, 2, 3):
+        set_field(results, "base_new", seed, lambda r: r["final"].update({"run/rescued": 0.0}))
+    for seed, acc in ((1, 0.64), (2, 0.61), (3, 0.58)):
+        write_record(results, make_record("other", seed, acc))
+    captured = {}
+
+    def keep(fig, path):
+        captured[path.name] = fig
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    report = write_tables(SLUG, results, tables)
+    verdicts = {r.claim.id: r.verdict for r in report.results}
+    assert verdicts["gated"] == "untestable at this scale" and verdicts["other_helps"] == "underpowered"
+    ax = captured["fig_micro_effects.png"].axes[0]
+    labels = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]
+    # Effect and change claims with an estimate, top to bottom; the value claim `share` is not an effect.
+    assert labels == ["improves", "trains", "push_no_help", "other_helps", "gated"]
+    bars = [p for p in ax.patches if p.get_height() == pytest.approx(0.6)]
+    colour = {lab: p.get_facecolor() for lab, p in zip(labels[::-1], sorted(bars, key=lambda p: p.get_y()))}
+    assert colour["gated"][:3] == to_rgba(figures.VERDICT_COLOURS["untestable at this scale"])[:3]
+    assert colour["other_helps"][:3] == to_rgba(figures.VERDICT_COLOURS["underpowered"])[:3]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "paper's effect (claimed range)" in legend and "MDE at 80% power" in legend
+    # No claim with an effect size: no figure at all, rather than empty axes.
+    no_runs = [r for r in report.results if r.claim.id == "other_helps"]
+    no_runs = [type(no_runs[0])(no_runs[0].claim, "micro", "not run", None)]
+    assert figures.effects_figure(no_runs, "micro", tables / "x.png") is None

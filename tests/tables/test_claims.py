@@ -225,7 +225,9 @@ def test_error_is_one_line_naming_the_file_and_counting_the_rest(tmp_path):
         load_claimed(path)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: claims[0] (my_claim).measure.treatment: unknown arm 'nwe'")
+    # The line is the offending key's: `<path>:<line>: <key path>: <problem>`.
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "treatment: nwe" in text)
+    assert message.startswith(f"{path}:{line}: claims[0] (my_claim).measure.treatment: unknown arm 'nwe'")
     assert message.endswith("(and 2 more error(s))")
 
 
@@ -291,7 +293,7 @@ def test_extra_metrics_can_be_declared():
 @pytest.mark.parametrize(
     "measure, match",
     [
-        ({"min_efect": 0.1}, "unknown key.*min_efect; allowed: at, better, control, direction"),
+        ({"min_efect": 0.1}, "unknown key.*min_efect; allowed: at, better, ci, control, direction"),
         ({"direction": 2}, "direction: expected one of -1, 0, 1, got 2"),
         ({"direction": True}, "direction: input should be a valid integer, got True"),
         ({"direction": 0, "range": [0, 1]}, "range: a 'no effect' claim"),

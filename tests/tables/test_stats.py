@@ -1,14 +1,27 @@
-"""mean ± sd, paired-by-seed effects and one-sample summaries against hand computations."""
+"""mean ± sd, paired-by-seed effects, one-sample summaries, power and the bootstrap against hand
+computations and independent references."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
-from repro.tables.stats import format_mean_sd, mean_sd, paired_effect, summarize
+from repro.tables.stats import (
+    ALPHA,
+    POWER,
+    format_mean_sd,
+    item_seed_bootstrap,
+    mde,
+    mean_sd,
+    paired_effect,
+    seeds_needed,
+    summarize,
+)
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 
@@ -68,3 +81,48 @@ def test_paired_effect_is_summary_of_differences(t, c):
     assert est.n == n
     assert est.mean == pytest.approx(ref.mean) and est.ci == pytest.approx(ref.ci)
     assert est.ci[0] <= est.mean + 1e-12 and est.mean - 1e-12 <= est.ci[1]
+
+
+# --- power and the item x seed bootstrap ------------------------------------------------------
+
+
+def test_seeds_needed_for_a_medium_effect_is_the_textbook_34():
+    # Paired t, d = 0.5, 80% power, one-sided alpha 0.025 (= two-sided 0.05): n = 33.4 -> 34
+    # (Cohen 1988, Table 2.4.1 for the one-sample/paired case; G*Power gives 34).
+    assert seeds_needed(0.5, 1.0) == 34
+    assert seeds_needed(0.05, 0.1) == 34  # only d = effect / sd matters
+
+
+def test_mde_at_three_seeds_matches_the_noncentral_t_power():
+    # The MDE is the effect whose one-sided test has exactly 80% power: check it with scipy's
+    # noncentral t directly (an independent computation from statsmodels' solver).
+    sd, n = 0.033, 3
+    effect = mde(sd, n)
+    crit = stats.t.ppf(1 - ALPHA, df=n - 1)
+    power = 1 - stats.nct.cdf(crit, df=n - 1, nc=effect / sd * math.sqrt(n))
+    assert power == pytest.approx(POWER, abs=1e-4)
+    assert effect == pytest.approx(0.108, abs=5e-4)  # issue 8: "~0.11 accuracy at 3 seeds"
+    assert mde(sd, 1) != mde(sd, 1) and mde(0.0, 5) == 0.0  # undefined below 2 pairs; exact if no noise
+
+
+def test_seeds_needed_and_mde_are_inverse():
+    for sd in (0.01, 0.033, 0.2):
+        n = seeds_needed(0.02, sd)
+        assert mde(sd, n) <= 0.02 < mde(sd, n - 1) or n == 2
+    assert seeds_needed(1.0, 0.01) == 2 and seeds_needed(0.0, 0.1) != seeds_needed(0.0, 0.1)  # nan
+
+
+def test_item_seed_bootstrap_resamples_items_and_seeds():
+    rng = np.random.default_rng(0)
+    # Every seed gives the same per-item differences: only items vary, so the interval is the
+    # items' bootstrap interval, about mean ± 1.96 sd / sqrt(I).
+    items = rng.normal(0.1, 0.5, size=400)
+    lo, hi = item_seed_bootstrap(np.tile(items, (3, 1)), seed=1)
+    half = 1.96 * items.std(ddof=1) / math.sqrt(items.size)
+    assert lo == pytest.approx(items.mean() - half, abs=0.01) and hi == pytest.approx(
+        items.mean() + half, abs=0.01
+    )
+    # Constant differences: a zero-width interval at the constant.
+    assert item_seed_bootstrap(np.full((4, 10), 0.25)) == pytest.approx((0.25, 0.25))
+    with pytest.raises(ValueError, match="2 seeds"):
+        item_seed_bootstrap(np.ones((1, 10)))
