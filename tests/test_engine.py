@@ -54,6 +54,7 @@ def trained(world_tok):
     world, _ = world_tok
     cfg = OmegaConf.create(
         dict(
+            base=0,  # the pretraining seed
             arch=dict(hidden=64, intermediate=128, layers=2, heads=4, max_len=96),
             pretrain=dict(
                 seed=0, steps=150, batch_size=16, seq_len=64, lr=3e-3, weight_decay=0.01, mixture=MIX
@@ -250,20 +251,21 @@ def test_sampled_frequencies_match_softmax(world_tok, temperature):
     assert _chi2_pvalue(counts, probs) > 1e-3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5 reads GenerationConfig(top_k=None) as 'unset' and applies its default "
-    "top_k=50, so HFGenerateBackend samples from the top 50 tokens while reporting full-softmax "
-    "log-probs; top_k=0 in rollout.py would fix it (moves committed numbers: a separate change)",
-)
-def test_hf_backend_sampled_frequencies_match_softmax(world_tok):
+@pytest.mark.parametrize("shaped", [False, True], ids=["plain", "checkpoint_sets_top_k_top_p"])
+def test_hf_backend_sampled_frequencies_match_softmax(world_tok, shaped):
+    """The HF backend samples from the full softmax: transformers' default top_k=50 is off, and so
+    are the top-k/top-p/min-p/penalty settings a checkpoint's generation config may carry."""
     world, tok = world_tok
     model = llama(len(tok))
+    if shaped:
+        gc = model.generation_config
+        gc.top_k, gc.top_p, gc.min_p, gc.repetition_penalty, gc.typical_p = 5, 0.5, 0.3, 1.5, 0.5
     prompt = arith_prompts(world, 1)[0]
     with torch.no_grad():
         probs = torch.softmax(model(**tok([prompt], return_tensors="pt")).logits[0, -1], -1)
     counts = _first_token_counts(HFGenerateBackend(tok), model, tok, prompt, 1.0)
     assert _chi2_pvalue(counts, probs) > 1e-3
+    assert (counts > 0).sum() > 50  # more tokens drawn than any top-50 cut would allow
 
 
 # --- stopping -------------------------------------------------------------------------------------
