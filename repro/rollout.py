@@ -131,7 +131,9 @@ class HFGenerateBackend:
         # draw from `generator`), leaving the global stream as it was.
         if generator is not None:
             seed = int(torch.randint(2**62, (1,), generator=generator).item())
-        with torch.random.fork_rng(devices=[]):
+        # (On a GPU `generate` draws from the model's CUDA generator: fork that one too.)
+        cuda = [model.device] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
 
