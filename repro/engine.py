@@ -1,6 +1,7 @@
 """A lean rollout engine for Llama-family models: the same HF weights, far fewer ops per token.
 
-`EngineBackend` implements `repro.rollout.RolloutBackend` (select it with `trainer.rollout=engine`).
+`EngineBackend` implements `repro.rollout.RolloutBackend`; it is the default (`trainer.rollout: engine`;
+`hf` and `vllm` stay selectable).
 At micro scale a decode step is a few tiny matmuls, so `transformers.generate` spends most of its
 time in per-op and per-module overhead; this engine cuts the op count instead:
 
@@ -21,7 +22,8 @@ time in per-op and per-module overhead; this engine cuts the op count instead:
    groups are compacted out of the cache and the working batch.
 
 Models the lean forward does not cover (other architectures, peft-wrapped models, dynamic RoPE,
-custom modules) go through `HFGenerateBackend` unchanged; `LeanLlama.unsupported(model)` says why.
+custom modules, parameters spread over devices or of mixed dtypes) go through `HFGenerateBackend`
+unchanged, with one warning per reason; `LeanLlama.unsupported(model)` says why.
 Runs on whatever device the model's parameters are on.
 
     backend = make_backend("engine", tok, stop_strings)     # repro.rollout.make_backend
@@ -72,6 +74,16 @@ class LeanLlama:
                 return f"layer {i} has non-RMSNorm norms"
         if type(model.lm_head) is not torch.nn.Linear or model.lm_head.bias is not None:
             return "lm_head is not a bias-free Linear"
+        if type(inner.norm).__name__ != "LlamaRMSNorm":
+            return "the final norm is not an RMSNorm"
+        params = list(model.parameters())
+        devices, dtypes = {p.device for p in params}, {p.dtype for p in params}
+        if len(devices) > 1 or hasattr(model, "_hf_hook"):  # device_map / offloading hooks
+            return f"parameters spread over devices ({', '.join(sorted(map(str, devices)))}) or offloaded"
+        if next(iter(devices)).type == "meta":
+            return "parameters on the meta device"
+        if len(dtypes) > 1:
+            return f"mixed parameter dtypes ({', '.join(sorted(map(str, dtypes)))})"
         return None
 
     def __init__(self, model) -> None:
@@ -344,16 +356,20 @@ class EngineBackend:
             )
         if generator is not None:  # one draw from the run's stream seeds this call (as the hf backend)
             seed = int(torch.randint(2**62, (1,), generator=generator).item())
-        device = lean.embed.device
-        if seed is None:
-            return self._generate(lean, prompts, n, max_new_tokens, temperature, greedy)
-        # Seed privately: the global generator is left as it was.
-        with torch.random.fork_rng(devices=[] if device.type != "cuda" else [device]):
-            torch.manual_seed(seed)
-            return self._generate(lean, prompts, n, max_new_tokens, temperature, greedy)
+        # The sampling noise comes from a private generator on the model's device (the global one is
+        # left alone); seeded with the same seed it draws what the global one would after manual_seed.
+        noise_gen = None if seed is None else torch.Generator(lean.embed.device).manual_seed(seed)
+        return self._generate(lean, prompts, n, max_new_tokens, temperature, greedy, noise_gen)
 
     def _generate(
-        self, lean: LeanLlama, prompts, n: int, max_new_tokens: int, temperature: float, greedy: bool
+        self,
+        lean: LeanLlama,
+        prompts,
+        n: int,
+        max_new_tokens: int,
+        temperature: float,
+        greedy: bool,
+        noise_gen: torch.Generator | None,
     ):
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous
         device = lean.embed.device
@@ -363,11 +379,13 @@ class EngineBackend:
         for i in range(0, len(expanded), self.batch_size):
             enc = self.tok(expanded[i : i + self.batch_size], return_tensors="pt", padding=True)
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            comp, logp = self._decode(lean, ids, mask, S, max_new_tokens, temperature, greedy)
+            comp, logp = self._decode(lean, ids, mask, S, max_new_tokens, temperature, greedy, noise_gen)
             parts.append((ids, mask, comp, logp))
         return self._assemble(parts)
 
-    def _decode(self, lean: LeanLlama, ids, mask, S: int, max_new: int, temperature: float, greedy: bool):
+    def _decode(
+        self, lean: LeanLlama, ids, mask, S: int, max_new: int, temperature: float, greedy: bool, noise_gen
+    ):
         """(B, T) completion ids (pad after a row stops) and their sampler log-probs, T <= max_new
         (the step at which every row had stopped). Rows come in groups of S that share a prompt."""
         B, P = ids.shape
@@ -394,7 +412,7 @@ class EngineBackend:
         rows = torch.arange(B, device=dev)  # working row -> caller's row
         dead = torch.zeros(B, dtype=torch.bool, device=dev)
         any_dead, n_steps = False, 0
-        noise = None if greedy else _Gumbel(B, logits.shape[-1], max_new, dev)
+        noise = None if greedy else _Gumbel(B, logits.shape[-1], max_new, dev, noise_gen)
         for t in range(max_new):
             tok, tok_logp = _pick(logits.float(), temperature, None if noise is None else noise.at(t))
             if any_dead:  # rows that stopped keep pad and log-prob 0 until their group is dropped
@@ -478,15 +496,15 @@ class _Gumbel:
 
     BUDGET = 1 << 22  # floats
 
-    def __init__(self, B: int, V: int, T: int, device) -> None:
-        self.rows, self.V, self.device = B, V, device
+    def __init__(self, B: int, V: int, T: int, device, gen: torch.Generator | None) -> None:
+        self.rows, self.V, self.device, self.gen = B, V, device, gen
         self.chunk = max(1, min(T, self.BUDGET // max(1, B * V)))
         self.buf = torch.empty(0)
 
     def at(self, t: int) -> torch.Tensor:
         """Noise (rows, V) for step t (steps are asked for in order from 0)."""
         if t % self.chunk == 0:
-            u = torch.rand(self.chunk, self.rows, self.V, device=self.device)
+            u = torch.rand(self.chunk, self.rows, self.V, device=self.device, generator=self.gen)
             self.buf = u.log_().neg_().log_().neg_()  # -log(-log U)
         return self.buf[t % self.chunk]
 

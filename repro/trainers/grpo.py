@@ -60,7 +60,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
     model.train()
-    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | engine | vllm
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     learner = Learner(cfg, task, model, backend, optimizer(model, t), streams)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)

@@ -40,7 +40,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     teacher = load_teacher(cfg, tok)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     # The states it trains on are the teacher's: its greedy completions of the fixed drift prompts.

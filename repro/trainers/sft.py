@@ -46,7 +46,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model, tok = load_policy(cfg)
     task = build_task(cfg.task, tok)
-    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: hf | vllm
+    backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
     data = task.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores

@@ -136,3 +136,20 @@ def test_claims_cover_every_suite_arm_and_parse():
     )
     for said in ("22 consecutive", "1% of tokens", "92%", "1/10th", ">99%"):
         assert said in summaries, said
+
+
+@pytest.mark.parametrize(
+    "arm,override,key",
+    [
+        ("circa", "objective.kw.ppo_kl_coef=-1.0", "ppo_kl_coef"),
+        ("circa", "objective.kw.kl_cov_ratio=0.0", "kl_cov_ratio"),
+        ("circa", "advantage.kw.weights=[1.0]", "advantage.kw.weights"),
+        ("circa_clipcov", "objective.kw.clip_cov_ratio=2.0", "clip_cov_ratio"),
+        ("supervised", "trainer.vote_samples=-1", "trainer.vote_samples"),
+    ],
+)
+def test_bad_values_fail_before_compute(arm, override, key):
+    from repro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose(f"experiment=two_rewards_rlif/{arm}", "scale=tiny", override)
