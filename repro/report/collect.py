@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from repro.errors import ConfigError
 from repro.tables.build import NO_SCALE, PaperResults, evaluate_paper
-from repro.tables.claims import VERDICTS, ClaimResult
+from repro.tables.claims import NOT_RECORDED, VERDICTS, ClaimResult, base_label, base_sha
 
 ROSTER_FILE = "index.yaml"
 HEADLINES = 3  # claims shown on the index when a paper marks none `headline: true`
@@ -30,6 +30,8 @@ _FIGURE = re.compile(r"^!\[(?P<caption>[^\]]*)\]\((?P<file>fig_[^)\s]+\.png)\)\s
 _COUNTS = re.compile(
     r"^## Claims at scale `(?P<scale>[^`]+)`\s*\n+(?P<n>\d+) claims: (?P<tally>[^\n]*)\.$", re.M
 )
+# "7 paper claims (6 underpowered, 1 not reproduced)": one role's part of the counts line.
+_ROLE_PART = re.compile(r"\d+ (?:paper claims?|summary claims?|preconditions?) \((?P<tally>[^)]*)\)")
 
 
 class _Entry(BaseModel):
@@ -68,6 +70,8 @@ class Run:
     wall_s: float | None
     reused_from: str | None
     tier: str | None
+    base: str  # `base <k>` or the weights' sha256 prefix (repro.tables.claims.base_label)
+    base_sha256: str  # of the chain's root base; NOT_RECORDED for records made before runs carried it
 
 
 @dataclass(frozen=True)
@@ -114,13 +118,14 @@ class PaperReport:
         }
 
     def headlines(self) -> list[ClaimResult]:
-        """The claims marked `headline: true` (else the first HEADLINES claims) at each scale with
-        runs, each with an estimate."""
+        """The claims marked `headline: true` (else the first HEADLINES claims that are not the
+        suite's preconditions) at each scale with runs, each with an estimate."""
         if not self.reproduced:
             return []
         out = []
         for rows in self.evaluated.results.values():  # type: ignore[union-attr]
-            marked = [r for r in rows if r.claim.headline] or rows[:HEADLINES]
+            claims = [r for r in rows if r.claim.role != "precondition"] or rows
+            marked = [r for r in rows if r.claim.headline] or claims[:HEADLINES]
             out += [r for r in marked if r.estimate is not None and r.estimate.n > 0]
         return out
 
@@ -175,11 +180,14 @@ def figure_alt(name: str, caption: str, scale: str) -> str:
 
 
 def comparison_counts(text: str) -> dict[str, Counter]:
-    """scale -> verdict -> count as a comparison.md states them ("N claims: a reproduced, ...")."""
+    """scale -> verdict -> count as a comparison.md states them, summed over roles ("N claims:
+    7 paper claims (6 underpowered, 1 not reproduced); 2 preconditions (2 reproduced)."; tables
+    written before claims had roles: "N claims: a reproduced, b inconclusive.")."""
     out = {}
     for m in _COUNTS.finditer(text):
         tally: Counter = Counter()
-        for part in m.group("tally").split(", "):
+        roles = [r.group("tally") for r in _ROLE_PART.finditer(m.group("tally"))]
+        for part in ", ".join(roles or [m.group("tally")]).split(", "):
             n, _, verdict = part.partition(" ")
             tally[verdict] += int(n)
         if sum(tally.values()) != int(m.group("n")):
@@ -208,6 +216,8 @@ def _runs(evaluated: PaperResults, results_dir: Path) -> list[Run]:
                         prov.get("wall_time_s"),
                         reused,
                         None if tier is None else str(tier),
+                        base_label(rec),
+                        base_sha(rec) or NOT_RECORDED,
                     )  # fmt: skip
                 )
     return runs

@@ -26,7 +26,7 @@ from repro.io import atomic_write_text
 from repro.report.collect import PaperReport, verdict_order
 from repro.tables.arms import arm_table
 from repro.tables.build import format_number
-from repro.tables.claims import VERDICTS, ClaimResult
+from repro.tables.claims import NOT_RECORDED, VERDICTS, ClaimResult
 from repro.tables.stats import format_mean_sd
 
 CSS_FILE = "report.css"
@@ -81,7 +81,8 @@ tr:target { outline: 3px solid var(--accent); outline-offset: -3px; }
 .v-reproduced { color: var(--ok); }
 .v-direction-only { color: var(--olive); }
 .v-not-reproduced { color: var(--bad); }
-.v-inconclusive, .v-not-run, .v-other { color: var(--grey); }
+.v-inconclusive, .v-underpowered, .v-untestable-at-this-scale, .v-not-run, .v-other {
+  color: var(--grey); }
 figure { margin: 1rem 0 2rem; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: .875rem; }
@@ -357,8 +358,10 @@ def index_page(papers: Sequence[PaperReport], site_dir: Path) -> str:
         + "<h2>Verdicts</h2>"
         + counts
         + "<h2>Headline effects</h2><p>Each paper's headline claims (marked in its "
-        "<code>claimed.yaml</code>, else its first three): the reproduced estimate, its interval and "
-        "the verdict.</p>" + "".join(heads) + f"<h2>How to read a verdict</h2><dl>{legend}</dl>"
+        "<code>claimed.yaml</code>, else its first three that are not preconditions): the reproduced "
+        "estimate, its interval and the verdict.</p>"
+        + "".join(heads)
+        + f"<h2>How to read a verdict</h2><dl>{legend}</dl>"
     )
     return page("All papers", body, site_dir, site_dir)
 
@@ -427,22 +430,23 @@ def paper_page(p: PaperReport, site_dir: Path) -> str:
                 reused = f'<a href="{href(results_dir / r.reused_from, page_dir)}">{esc(r.reused_from)}</a>'
             sha = esc(r.git_sha[:10]) + (" (dirty)" if r.dirty else "")
             wall = "—" if r.wall_s is None else f"{float(r.wall_s):.0f} s"
+            base = "not recorded"  # records made before runs carried their base's checksum
+            if r.base_sha256 != NOT_RECORDED:
+                base = f"{esc(r.base)} <code>{esc(r.base_sha256[:12])}</code>"
             rows.append(
                 [
                     f"<code>{esc(r.scale)}</code> {esc(r.arm)} seed {r.seed}",
                     f'<a href="{href(r.path, page_dir)}">{esc(r.path.name)}</a>',
                     f"<code>{esc(r.run_id[:8])}</code>",
                     f"<code>{sha}</code>",
+                    base,
                     wall,
                     reused,
                 ]
             )
         parts.append("<h2>Runs and their records</h2>")
-        parts.append(
-            table(
-                ["run", "record", "run id", "code commit", "wall time", "reused from"], rows, "Counted runs"
-            )
-        )
+        headers = ["run", "record", "run id", "code commit", "base model", "wall time", "reused from"]
+        parts.append(table(headers, rows, "Counted runs"))
     return page(p.title, "\n".join(parts), page_dir, site_dir)
 
 
