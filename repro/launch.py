@@ -407,7 +407,6 @@ def copy_reused(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
         assert copy["config_hash"] == p.ident.config_hash, (p.reuse, p.ident.record_path)
         records.set_aside(p.ident.record_path)
         records.write_record(copy, p.ident.record_path)
-        print(f"  reused: {p.arm} seed {p.seed} <- {source}", flush=True)
         outcomes.append({"status": "FINISHED", "name": f"{p.arm} seed {p.seed} (reused: {source})"})
     return outcomes
 

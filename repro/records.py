@@ -8,8 +8,9 @@
                                                           git-ignored, never read by the tables
 
 A canonical record may be *reused* by another arm that runs the same computation (equal
-`provenance.reuse_key`, e.g. an arm of one package that only extends an arm of another): the copy
-carries the new paper and arm and says where it came from in `provenance.reused_from`.
+`provenance.reuse_key`, e.g. an arm of one package that only extends an arm of another; `repro
+reproduce --reuse` copies it only when it was made by the same code from the same base weights):
+the copy carries the new paper and arm and says where it came from in `provenance.reused_from`.
 
 A run is canonical when its only overrides are the experiment, seed, scale and where things are
 written (hydra.*, paths.*, tracking.*, trainer.threads): exactly what `repro reproduce` runs.
