@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from repro.algos.objectives import OBJECTIVES, _check_eps, _check_inputs, clip_stats, zeroed_by_clip
+from repro.algos.objectives import OBJECTIVES, Share, _check_eps, _check_inputs, clip_stats, zeroed_by_clip
 from repro.errors import ConfigError
 
 
@@ -97,8 +97,8 @@ def kl_cov(
         pen = ppo_kl_coef * (sel_f * (log_ratio.detach() != 0)).sum()
         signal = (r * A.abs() * mask).sum()
         extra = {
-            "cov/frac": sel_f.sum() / max(n_valid, 1),
-            "cov/penalty_share": torch.where(pen + signal > 0, pen / (pen + signal), 0.0),
+            "cov/frac": Share(sel_f.sum(), mask.sum().to(r.dtype)),
+            "cov/penalty_share": Share(pen, pen + signal),
         }
         stats = _stats(r, log_ratio.detach(), adv.detach(), mask, eps_low, eps_high, extra)
     return loss_mat, stats
@@ -149,6 +149,6 @@ def clip_cov(
             detached[pick[:, 0], pick[:, 1]] = True
     loss_mat = torch.where(detached | ~mask, 0.0, pg)  # (B, T)
     with torch.no_grad():
-        extra = {"cov/frac": detached.sum().to(ratio.dtype) / max(n_valid, 1)}
+        extra = {"cov/frac": Share(detached.sum().to(ratio.dtype), mask.sum().to(ratio.dtype))}
         stats = _stats(ratio.detach(), log_ratio.detach(), adv.detach(), mask, eps_low, eps_high, extra)
     return loss_mat, stats
