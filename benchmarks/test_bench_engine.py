@@ -23,12 +23,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from repro import cli
+from repro import config
 from repro.engine import EngineBackend
 from repro.models.micro import build_model, build_tokenizer
 from repro.rollout import HFGenerateBackend, make_backend
+from repro.streams import Streams
 from repro.tasks.arith import ArithWorld
-from repro.trainers.grpo import update
+from repro.trainers.grpo import Learner, update
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = dict(hidden=128, intermediate=384, layers=4, heads=4, max_len=96)
@@ -81,10 +82,9 @@ def test_rollout_engine_vs_generate(benchmark, micro):
 def _repro_step(tmp_path, monkeypatch, model, tok):
     """(run one repro GRPO step, cfg): experiment grpo, engine rollouts, 16 x 8 x 40, 4 updates."""
     monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path))
-    search_dir = cli.prepare_environment(ROOT)
+    config.prepare_environment(ROOT)
     overrides = [
         "experiment=clipping_bottleneck/grpo",
-        "model.pretrain.steps=0",
         "trainer.rollout=engine",
         f"trainer.prompts_per_step={PROMPTS}",
         f"trainer.group_size={GROUP}",
@@ -92,17 +92,16 @@ def _repro_step(tmp_path, monkeypatch, model, tok):
         f"trainer.minibatches={MINIBATCHES}",
         "trainer.dynamic_sampling=false",  # one generation round: a fixed amount of work
     ]
-    with cli.hydra_app() as hydra:
-        cfg = cli.compose(hydra, cli.with_searchpath(overrides, search_dir))
+    with config.hydra_app() as hydra:
+        cfg = config.compose(hydra, overrides)
     world = ArithWorld.from_cfg(cfg.task)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr, betas=(0.9, 0.99))
-    backend = make_backend(cfg.trainer.rollout, tok, None)
-    rng, gen = random.Random(0), torch.Generator().manual_seed(0)
+    learner = Learner(cfg, world, model, make_backend(cfg.trainer.rollout, tok, None), opt, Streams(0))
     state = {"step": 0}
 
     def step():
         state["step"] += 1
-        return update(cfg, world, model, backend, opt, rng, gen, state["step"])
+        return update(learner, state["step"])
 
     return step, cfg
 

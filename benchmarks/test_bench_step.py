@@ -14,7 +14,7 @@ import torch
 
 from repro import config
 from repro.models import load_policy
-from repro.rollout import HFGenerateBackend
+from repro.rollout import make_backend
 from repro.streams import Streams
 from repro.tasks.arith import ArithWorld
 from repro.trainers.grpo import Learner, update
@@ -33,6 +33,6 @@ def test_micro_step(benchmark, arm, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     model, tok = load_policy(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
-    world, backend = ArithWorld.from_cfg(cfg.task), HFGenerateBackend(tok)
+    world, backend = ArithWorld.from_cfg(cfg.task), make_backend(cfg.trainer.rollout, tok, None)
     learner = Learner(cfg, world, model, backend, opt, Streams(0))
     benchmark.pedantic(update, args=(learner, 1), rounds=3, iterations=1)

@@ -9,7 +9,7 @@ time in per-op and per-module overhead; this engine cuts the op count instead:
    parameter's version changes (after an optimizer step): q/k/v as one matmul, gate/up as one,
    RMSNorm weights folded into the next matrix, residual adds fused into `addmm`, RoPE as one
    complex multiply (q/k rows permuted so rotate_half's pairs are adjacent).
-2. A preallocated static KV cache, stored transposed. Prompts are left-padded, so every row writes
+2. A preallocated static KV cache (`KVCache`). Prompts are left-padded, so every row writes
    the same cache column at each step; the padding is one additive key bias built once per call.
    The n samples of a prompt share its prefill and its prompt keys/values: the prompt part of
    decode attention is one matmul per (prompt, kv head) over the n samples' queries, the
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from transformers import StopStringCriteria
 
-from repro.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, Rollout, completion_mask
+from repro.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, Rollout, completion_mask, sequence_logits
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,18 @@ class LeanLlama:
         - within each q and k head the rows are permuted so that rotate_half's pairs (i, i + hd/2)
           sit side by side, making RoPE one complex multiply; q.k is unchanged by a permutation
           applied to both, and values are not permuted."""
-        inner, H, Hkv, hd = self.model.model, self.n_heads, self.n_kv, self.head_dim
+        inner = self.model.model
         self.device = inner.embed_tokens.weight.device
         self.dtype = inner.embed_tokens.weight.dtype
-        perm = torch.arange(hd, device=self.device).view(2, hd // 2).t().reshape(-1)
         self.rotated = self.rotated.to(self.device)
+        self.embed = inner.embed_tokens.weight
+        self.layers, self.lm_head = self._fuse()
+
+    def _fuse(self) -> tuple[list[tuple], torch.Tensor]:
+        """(per layer (w_qkv, b_qkv, w_o_t, b_o, w_gu, b_gu, w_down_t, b_down), lm_head): the
+        fused weights of `_prepare`, differentiable in the model's parameters where grad is on."""
+        inner, H, Hkv, hd = self.model.model, self.n_heads, self.n_kv, self.head_dim
+        perm = torch.arange(hd, device=self.device).view(2, hd // 2).t().reshape(-1)
 
         def heads(w, n, rot):  # (n*hd, ...) -> (n, hd, ...) with the RoPE pair permutation
             w = w.view(n, hd, *w.shape[1:])
@@ -137,13 +144,12 @@ class LeanLlama:
             kv = torch.stack([heads(k, Hkv, True), heads(v, Hkv, False)], 1)  # (Hkv, 2, hd, ...)
             return torch.cat([heads(q, H, True).flatten(0, 1), kv.flatten(0, 2)])
 
-        self.embed = inner.embed_tokens.weight
-        self.layers = []
+        layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
             w_in, w_post = layer.input_layernorm.weight, layer.post_attention_layernorm.weight
             has_b = a.q_proj.bias is not None
-            self.layers.append(
+            layers.append(
                 (
                     qkv(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight) * w_in,
                     qkv(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias) if has_b else None,
@@ -155,7 +161,7 @@ class LeanLlama:
                     m.down_proj.bias,
                 )
             )
-        self.lm_head = self.model.lm_head.weight * inner.norm.weight
+        return layers, self.model.lm_head.weight * inner.norm.weight
 
     def rope(self, pos: torch.Tensor) -> torch.Tensor:
         """Complex rotations (..., hd/2) for integer positions `pos`, as LlamaRotaryEmbedding's
@@ -224,16 +230,16 @@ class LeanLlama:
         scale = hd**-0.5
         for i, (w_qkv, b_qkv, w_o_t, b_o, w_gu, b_gu, w_down_t, b_down) in enumerate(self.layers):
             qkv = self._qkv(x.view(U, S, -1), w_qkv, b_qkv, m[:, None])  # (U, S, heads, hd)
-            cache.gen[i, ..., t] = qkv[:, :, H:].view(U, S, Hkv, 2, hd).transpose(1, 2)
+            cache.gen[i, :, :, :, :, t] = qkv[:, :, H:].view(U, S, Hkv, 2, hd).permute(3, 0, 2, 1, 4)
             q = qkv[:, :, :H].view(U, S, Hkv, G, hd).transpose(1, 2).reshape(U * Hkv, S * G, hd)
             kp, vp = cache.prompt_kv(i)  # (U*Hkv, hd, P) each
-            kg, vg = cache.gen_kv(i, n)  # (U*Hkv*S, hd, n) each
+            kg, vg = cache.gen_kv(i, n)  # (U*Hkv*S, n, hd) each
             s_p = torch.baddbmm(cache.bias, q, kp, alpha=scale)  # (U*Hkv, S*G, P)
-            s_g = torch.bmm(q.reshape(-1, G, hd), kg).mul_(scale)  # (U*Hkv*S, G, n)
+            s_g = torch.bmm(q.reshape(-1, G, hd), kg.transpose(1, 2)).mul_(scale)  # (U*Hkv*S, G, n)
             P = kp.shape[-1]
             p = torch.softmax(torch.cat([s_p.view(-1, G, P), s_g], -1), -1)  # (U*Hkv*S, G, P+n)
             o = torch.bmm(p[..., :P].reshape(U * Hkv, S * G, P), vp.transpose(1, 2))  # (U*Hkv, S*G, hd)
-            o = torch.baddbmm(o.view(-1, G, hd), p[..., P:], vg.transpose(1, 2))  # (U*Hkv*S, G, hd)
+            o = torch.baddbmm(o.view(-1, G, hd), p[..., P:], vg)  # (U*Hkv*S, G, hd)
             o = o.view(U, Hkv, S, G * hd).transpose(1, 2).reshape(U * S, H * hd)
             x = torch.addmm(x, o, w_o_t) if b_o is None else x + F.linear(o, w_o_t.t(), b_o)
             x = self._mlp(x, w_gu, b_gu, w_down_t, b_down)
@@ -257,26 +263,106 @@ class LeanLlama:
         ok = causal & (mask.bool()[:, None, :] | eye)  # (B, P, P)
         return _bias(ok[:, None], self.dtype)
 
+    @staticmethod
+    def trainable(model) -> str | None:
+        """None when `sequence_logits` may stand in for the model's own teacher-forced forward in
+        training (no dropout to apply, no activation checkpointing), else why not."""
+        why = LeanLlama.unsupported(model)
+        if why is None and model.training and float(getattr(model.config, "attention_dropout", 0.0)) > 0:
+            why = "attention dropout"
+        if why is None and any(getattr(mod, "gradient_checkpointing", False) for mod in model.modules()):
+            why = "activation checkpointing"
+        return why
+
+    def sequence_logits(self, roll: Rollout, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, T, V) float logits at each completion position, as `repro.rollout.sequence_logits`
+        computes them with the HF module (same positions, same masking), differentiable in the
+        model's parameters. Rows with the same prompt (a group's samples) share one forward of it:
+        its tokens' hidden states do not depend on the completion (causal attention), so each
+        prompt is computed once and its keys/values are read by all its rows; the gradient sums
+        over those rows, as the per-row forward's does."""
+        r = roll if idx is None else roll.select(idx)
+        if torch.is_grad_enabled():
+            layers, lm_head = self._fuse()
+        else:
+            self.refresh()
+            layers, lm_head = self.layers, self.lm_head
+        H, Hkv, hd = self.n_heads, self.n_kv, self.head_dim
+        # A completion's last token predicts nothing that is returned: it is not computed.
+        p_ids, p_mask = r.prompt_ids, r.prompt_mask
+        c_ids, c_mask = r.completion_ids[:, :-1], r.completion_mask[:, :-1]
+        (b, P), T, dev = p_ids.shape, c_ids.shape[1], p_ids.device
+        uniq, inv = torch.unique(p_ids, dim=0, return_inverse=True)  # (U, P), (b,): row -> its prompt
+        U = uniq.shape[0]
+        first = torch.full((U,), b, device=dev).scatter_reduce(0, inv, torch.arange(b, device=dev), "amin")
+        u_mask = p_mask[first]  # (U, P)
+        # Positions as generate (and sequence_logits) assign them: real tokens counted from 0.
+        c_pos = p_mask.sum(1, keepdim=True) + c_mask.long().cumsum(1) - 1  # (b, T)
+        m = torch.cat(
+            [
+                self.head_rot(self.rope((u_mask.cumsum(1) - 1).clamp(min=0))).flatten(0, 1),
+                self.head_rot(self.rope(c_pos.clamp(min=0))).flatten(0, 1),
+            ]
+        )  # (U*P + b*T, heads, hd/2): one row per computed token, prompts first
+        p_bias = self.prefill_bias(u_mask)  # (U, 1, P, P)
+        # A completion query reads its prompt's real tokens and the real completion tokens up to it,
+        # itself excluded where it is masked: a pad token sampled mid-completion is a query whose
+        # output gives the next position's logit (HF's rule; a prompt with no real token, which
+        # would leave the row empty, lets it see itself).
+        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+        eye = torch.eye(T, dtype=torch.bool, device=dev) & (p_mask.sum(1) == 0)[:, None, None]
+        c_ok = causal & c_mask[:, None, :] | eye  # (b, T, T)
+        c_bias = _bias(torch.cat([p_mask.bool()[:, None, :].expand(b, T, P), c_ok], -1)[:, None], self.dtype)
+
+        # padding_idx as the HF module's: no gradient reaches the pad token's embedding.
+        pad_idx = self.model.model.embed_tokens.padding_idx
+        x = F.embedding(torch.cat([uniq.flatten(), c_ids.flatten()]), self.embed, pad_idx)  # (U*P + b*T, D)
+        n_p = U * P
+        for w_qkv, b_qkv, w_o_t, b_o, w_gu, b_gu, w_down_t, b_down in layers:
+            qkv = self._qkv(x, w_qkv, b_qkv, m)  # (N, heads, hd)
+            q_p = qkv[:n_p, :H].view(U, P, H, hd).transpose(1, 2)
+            kv_p = qkv[:n_p, H:].view(U, P, Hkv, 2, hd)
+            q_c = qkv[n_p:, :H].view(b, T, H, hd).transpose(1, 2)
+            kv_c = qkv[n_p:, H:].view(b, T, Hkv, 2, hd)
+            k_p, v_p = kv_p[..., 0, :].transpose(1, 2), kv_p[..., 1, :].transpose(1, 2)  # (U, Hkv, P, hd)
+            gqa = H != Hkv
+            o_p = F.scaled_dot_product_attention(q_p, k_p, v_p, attn_mask=p_bias, enable_gqa=gqa)
+            k = torch.cat([k_p[inv], kv_c[..., 0, :].transpose(1, 2)], 2)  # (b, Hkv, P+T, hd)
+            v = torch.cat([v_p[inv], kv_c[..., 1, :].transpose(1, 2)], 2)
+            o_c = F.scaled_dot_product_attention(q_c, k, v, attn_mask=c_bias, enable_gqa=gqa)
+            o = torch.cat(
+                [o_p.transpose(1, 2).reshape(n_p, H * hd), o_c.transpose(1, 2).reshape(b * T, H * hd)]
+            )
+            x = torch.addmm(x, o, w_o_t) if b_o is None else x + F.linear(o, w_o_t.t(), b_o)
+            x = self._mlp(x, w_gu, b_gu, w_down_t, b_down)
+        # The logit at position P-1 (the prompt's last token) predicts the first completion token.
+        last = x[:n_p].view(U, P, -1)[:, -1][inv]  # (b, D)
+        h = torch.cat([last[:, None], x[n_p:].view(b, T, -1)], 1)  # (b, T+1, D)
+        return F.linear(F.rms_norm(h, (h.shape[-1],), None, self.eps), lm_head).float()
+
 
 class KVCache:
-    """Preallocated keys and values, stored transposed (hd before positions) so that scores and
-    outputs are batched matmuls over contiguous column prefixes without copies, with (2: key, value):
-    - prompt: (layers, U, Hkv, 2, hd, P), one copy per group of samples that share a prompt;
-    - gen:    (layers, U, Hkv, S, 2, hd, T), per row, in (group, kv head, sample) order;
+    """Preallocated keys and values, so that scores and outputs are batched matmuls over
+    contiguous prefixes without copies, with (2: key, value):
+    - prompt: (layers, U, Hkv, 2, hd, P), one copy per group of samples that share a prompt, stored
+      transposed (hd before positions);
+    - gen:    (layers, 2, U, Hkv, S, T, hd), per row, in (group, kv head, sample) order, position
+      major: a step writes one contiguous hd-vector per (row, head), and a row's first n keys
+      are one contiguous block (measured: a third of the transposed layout's write and read time);
     - bias:   (U*Hkv, 1, P) additive key bias of the prompt columns (left padding)."""
 
     def __init__(self, prompt: torch.Tensor, bias: torch.Tensor, S: int, T: int) -> None:
         layers, U, Hkv, _, hd, _ = prompt.shape
         self.prompt, self.bias = prompt, bias
-        self.gen = prompt.new_empty(layers, U, Hkv, S, 2, hd, T)
+        self.gen = prompt.new_empty(layers, 2, U, Hkv, S, T, hd)
 
     def prompt_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         kv = self.prompt[layer]  # (U, Hkv, 2, hd, P)
         return kv[:, :, 0].flatten(0, 1), kv[:, :, 1].flatten(0, 1)
 
     def gen_kv(self, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        kv = self.gen[layer, ..., :n]  # (U, Hkv, S, 2, hd, n)
-        return kv[:, :, :, 0].flatten(0, 2), kv[:, :, :, 1].flatten(0, 2)
+        kv = self.gen[layer, :, :, :, :, :n]  # (2, U, Hkv, S, n, hd)
+        return kv[0].flatten(0, 2), kv[1].flatten(0, 2)
 
     def select(self, groups: torch.Tensor, n: int) -> KVCache:
         """The cache of groups `groups` only (a copy), generated columns 0..n-1 kept."""
@@ -284,8 +370,8 @@ class KVCache:
         Hkv = self.prompt.shape[2]
         out.prompt = self.prompt.index_select(1, groups)
         out.bias = self.bias.view(-1, Hkv, *self.bias.shape[1:]).index_select(0, groups).flatten(0, 1)
-        out.gen = self.gen.new_empty(self.gen.shape[0], len(groups), *self.gen.shape[2:])
-        out.gen[..., :n] = self.gen[..., :n].index_select(1, groups)
+        out.gen = self.gen.new_empty(*self.gen.shape[:2], len(groups), *self.gen.shape[3:])
+        out.gen[:, :, :, :, :, :n] = self.gen[:, :, :, :, :, :n].index_select(2, groups)
         return out
 
 
@@ -328,6 +414,15 @@ class EngineBackend:
             return None
         self._lean = LeanLlama(model)
         return self._lean
+
+    def sequence_logits(self, model, roll: Rollout, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (b, T, V) of `roll`'s completions (rows `idx`) under `model`, for
+        the learner: `LeanLlama.sequence_logits` (each prompt computed once for its rows) where the
+        lean forward can stand in for the model's in training, else `repro.rollout.sequence_logits`."""
+        lean = self.lean(model)
+        if lean is None or LeanLlama.trainable(model) is not None:
+            return sequence_logits(model, roll, idx)
+        return lean.sequence_logits(roll, idx)
 
     @torch.no_grad()
     def generate(

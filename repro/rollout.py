@@ -72,6 +72,11 @@ class RolloutBackend(Protocol):
         generator; a backend draws nothing else from `generator` and never reseeds the global one."""
         ...
 
+    def sequence_logits(self, model, roll: Rollout, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The learner's teacher-forced logits (b, T, V) of the completions (`sequence_logits`); a
+        backend may compute the same function faster (the engine shares each prompt's forward)."""
+        ...
+
 
 ROLLOUT_BACKENDS = Registry("rollout backend")
 """`trainer.rollout` name -> backend class, built as `cls(tokenizer, stop_strings=...)`. "hf" is
@@ -136,6 +141,10 @@ class HFGenerateBackend:
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
+
+    def sequence_logits(self, model, roll: Rollout, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The HF module's own teacher-forced logits (`sequence_logits`)."""
+        return sequence_logits(model, roll, idx)
 
     def _generate(self, model, prompts, n, max_new_tokens, temperature, greedy) -> Rollout:
         expanded = [p for p in prompts for _ in range(n)]  # groups are contiguous

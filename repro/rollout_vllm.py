@@ -43,7 +43,7 @@ import torch
 
 from repro import devices
 from repro.errors import ConfigError
-from repro.rollout import ROLLOUT_BACKENDS, Rollout, completion_mask
+from repro.rollout import ROLLOUT_BACKENDS, Rollout, completion_mask, sequence_logits
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,10 @@ class VLLMBackend:
         )
         llm.reset_prefix_cache()
         self.syncs += 1
+
+    def sequence_logits(self, model, roll: Rollout, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The learner's logits come from the HF module (`repro.rollout.sequence_logits`)."""
+        return sequence_logits(model, roll, idx)
 
     # -- generation -------------------------------------------------------------------------
 

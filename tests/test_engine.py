@@ -148,6 +148,64 @@ def test_lean_logits_equal_hf_on_micro_arch(world_tok, random_micro):
     torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=0)
 
 
+# --- the learner's logits: the lean, prompt-sharing forward equals the HF forward --------------------
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"num_key_value_heads": 2}, {"num_key_value_heads": 1, "attention_bias": True, "mlp_bias": True}],
+    ids=["mha", "gqa", "mqa_bias"],
+)
+def test_learner_logits_and_gradients_equal_hf(world_tok, variant):
+    """EngineBackend.sequence_logits (each prompt computed once for its rows) gives the HF module's
+    teacher-forced logits at every completion position to 1e-5 and the same parameter gradients,
+    on rows of mixed prompt lengths, a group split across the batch, and sampled pad tokens inside
+    completions (masked positions whose hidden state gives the next position's logit)."""
+    world, tok = world_tok
+    model = llama(len(tok), eos_token_id=tok.eos_token_id, **variant).train()
+    be = EngineBackend(tok)
+    roll = be.generate(
+        model, doc_prefixes(world, 5) + arith_prompts(world, 3), n=3, max_new_tokens=12, seed=0
+    )
+    assert (~roll.completion_mask & (roll.completion_ids == tok.pad_token_id)).any()  # a pad inside
+    idx = torch.tensor([0, 1, 4, 7, 8, 20, 23, 2, 9])
+    m = roll.completion_mask[idx]
+
+    def loss_and_grads(logits):
+        loss = (logits.logsumexp(-1) * m).sum() + (logits[..., 5] * m).sum()
+        return torch.autograd.grad(loss, list(model.parameters()))
+
+    want = sequence_logits(model, roll, idx)
+    got = be.sequence_logits(model, roll, idx)
+    torch.testing.assert_close(got[m], want[m], atol=1e-5, rtol=0)
+    for g, w in zip(loss_and_grads(got), loss_and_grads(want)):
+        torch.testing.assert_close(g, w, atol=1e-5 * w.abs().max().item(), rtol=1e-4)
+    with torch.no_grad():  # the old log-probs' pass: all rows, no autograd
+        full = be.sequence_logits(model, roll)
+        torch.testing.assert_close(
+            full[roll.completion_mask], sequence_logits(model, roll)[roll.completion_mask], atol=1e-5, rtol=0
+        )
+
+
+def test_learner_logits_fall_back_to_hf(world_tok):
+    """Where the lean forward cannot stand in during training (dropout, activation checkpointing,
+    other models), the learner's logits are the HF module's own."""
+    world, tok = world_tok
+    model = llama(len(tok), attention_dropout=0.1).train()
+    assert LeanLlama.trainable(model) == "attention dropout"
+    assert LeanLlama.trainable(model.eval()) is None  # no dropout applies in eval mode
+    ckpt = llama(len(tok)).train()
+    ckpt.gradient_checkpointing_enable()
+    assert LeanLlama.trainable(ckpt) == "activation checkpointing"
+    be = EngineBackend(tok)
+    roll = be.generate(model, arith_prompts(world, 3), n=2, max_new_tokens=6, seed=0)
+    model.train()
+    torch.manual_seed(0)
+    want = sequence_logits(model, roll)
+    torch.manual_seed(0)
+    assert torch.equal(be.sequence_logits(model, roll), want)  # the same dropout draws: HF's path
+
+
 # --- greedy: token-identical to transformers.generate ----------------------------------------------
 
 

@@ -34,7 +34,7 @@ from repro.eval.micro import HeldOut
 from repro.eval.vote import VoteEval
 from repro.metrics.stability import stability_summary
 from repro.models import load_policy
-from repro.rollout import Rollout, RolloutBackend, make_backend, sequence_logits, token_entropy, token_logp
+from repro.rollout import Rollout, RolloutBackend, make_backend, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import Streams, optimizer, optimizer_step, save_checkpoint, seed_run
@@ -124,7 +124,7 @@ def update(learner: Learner, step: int) -> dict[str, float]:
 
     # 4. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
     with torch.no_grad():
-        old_logits = sequence_logits(model, roll)  # (B, T, V)
+        old_logits = learner.backend.sequence_logits(model, roll)  # (B, T, V)
         old_logp = token_logp(old_logits, roll.completion_ids)  # (B, T)
         # Learner vs sampler on the same tokens at the sampling temperature: ~0 for the hf backend,
         # the kernel/precision mismatch for vllm (correct it with is_weight: tis).
@@ -139,7 +139,7 @@ def update(learner: Learner, step: int) -> dict[str, float]:
     per_minibatch: list[dict[str, float | Share]] = []
     for _epoch in range(t.epochs):
         for idx in minibatch_order(B, t.minibatches, shuffle):
-            logits = sequence_logits(model, roll, idx)  # (b, T, V)
+            logits = learner.backend.sequence_logits(model, roll, idx)  # (b, T, V)
             logp = token_logp(logits, roll.completion_ids[idx])  # (b, T)
             m = mask[idx]  # (b, T)
             # The sampler's log-probs are at the sampling temperature: compare like with like.
@@ -215,7 +215,7 @@ def rollout_and_reward(
         # Label-free rewards read the policy's logits (computed only if one asks) and the task's
         # answer parser; any reward may report diagnostics in extras["stats"].
         policy = PolicyView(
-            lambda idx, roll=roll: sequence_logits(learner.model, roll, idx),
+            lambda idx, roll=roll: learner.backend.sequence_logits(learner.model, roll, idx),
             roll.completion_ids,
             roll.completion_mask,
         )

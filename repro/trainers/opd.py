@@ -51,9 +51,12 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     task = build_task(cfg.task, tok)
     backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     teacher = load_teacher(cfg, tok)
+    # Adapters first (LoRA starts as the identity): the base model's states are then sampled through
+    # the same rollout path as the policy's later ones (the engine hands peft models to
+    # transformers.generate), so that an unchanged policy shows no drift.
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
 
-    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
 

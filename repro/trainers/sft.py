@@ -49,10 +49,13 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     # Fixed data: every seed trains on the same demonstrations (data_seed), in its own order.
     data = task.sft_examples(random.Random(f"sft-{t.data_seed}"), t.n_examples, t.style)
+    # Adapters first (LoRA starts as the identity): the base model's states are then sampled through
+    # the same rollout path as the policy's later ones (the engine hands peft models to
+    # transformers.generate), so that an unchanged policy shows no drift.
+    model = with_lora(model, t.lora, streams.seed_of("init"))
     held = HeldOut.build(cfg, task, model, tok, backend)  # base model's states and scores
     train_states = held.demo_states(t.style)
 
-    model = with_lora(model, t.lora, streams.seed_of("init"))
     model.train()
     opt = optimizer(model, t)
     per_epoch = math.ceil(len(data) / t.batch_size)

@@ -119,3 +119,24 @@ def test_same_config_and_seed_same_numbers(trainer):
 def test_bad_values_rejected_before_compute(trainer, override, match):
     with pytest.raises(ConfigError, match=match):
         compose(f"trainer={trainer}", "scale=tiny", override)
+
+
+LORA = "trainer.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["trainer=sft"], ["trainer=opd", "trainer.teacher=null", LORA], ["trainer=offline_distill", LORA]],
+    ids=["sft", "opd", "offline_distill"],
+)
+def test_lora_policy_at_step_0_shows_no_drift(overrides):
+    """The base model's states and the LoRA policy's own states at step 0 (adapters = identity) come
+    through the same rollout path with the same seed: identical states, zero policy drift (the
+    engine hands peft models to transformers.generate: base states sampled by the engine would
+    differ from the policy's by the sampler alone)."""
+    cfg = compose(*overrides, "scale=tiny", "trainer.steps=1")
+    assert cfg.trainer.lora is not None and cfg.trainer.rollout == "engine"
+    _, curves = train(cfg)
+    step0 = {k: v[0] for k, v in curves.items() if k.startswith("drift_policy/")}
+    assert step0["drift_policy/jaccard"] == (0, 1.0)
+    assert step0["drift_policy/centroid"] == (0, 0.0)
