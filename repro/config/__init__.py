@@ -6,6 +6,7 @@ Imports only errors/registry below it; pipeline, runner, launch and cli build on
 from repro.config.compose import (
     CONFIG_NAME,
     EVAL_CONFIG_NAME,
+    arm_packages,
     base_of_seed,
     compose,
     compose_eval,
@@ -37,6 +38,7 @@ __all__ = [
     "SUITE_FILE",
     "Paper",
     "Suite",
+    "arm_packages",
     "base_of_seed",
     "check_slug",
     "compose",

@@ -6,7 +6,8 @@
 
 `finalize` derives `paper` and `arm` from the experiment's path (`experiment=<paper>/<arm>`),
 merges the paper's own scale file (`experiments/<paper>/scales/<scale>.yaml`, where a scale must
-differ for that paper), imports the paper package's Python modules (its registered functions), and
+differ for that paper; an arm that extends another package's arm gets that package's scale file
+first), imports the paper package's Python modules (its registered functions), and
 validates everything (`repro.config.schema`, the task's own checks, the stage functions the trainer
 reads on a dummy batch, the teacher checkpoint) before any model is built.
 """
@@ -107,9 +108,11 @@ def finalize(
     with open_dict(cfg):
         if experiment:
             cfg.paper, cfg.arm = split_experiment(root, experiment)
-    scale_file = paper_scale_file(root, cfg.paper, choices.get("scale"))
-    if scale_file is not None:
-        cfg = apply_paper_scale(cfg, scale_file)
+    # The scale files of the packages whose arms this arm extends, then its own (the last wins).
+    for slug in arm_packages(root, cfg.paper, cfg.arm) if experiment else []:
+        scale_file = paper_scale_file(root, slug, choices.get("scale"))
+        if scale_file is not None:
+            cfg = apply_paper_scale(cfg, scale_file)
     cfg = with_base(cfg)
     if validate:
         # Types and keys first (cheap: no torch), then the paper's registered functions and the
@@ -219,6 +222,35 @@ def package_dependencies(root: str | Path, paper: str) -> list[str]:
 
     visit(paper, ())
     return order
+
+
+def arm_packages(root: str | Path, paper: str, arm: str) -> list[str]:
+    """The packages of the arm files `<paper>/<arm>` extends through its defaults (transitively;
+    `/experiment/<other>/<arm>` or an arm of its own package), the most general first, `paper`
+    last; each once. An arm built on another package's arm is that arm at every scale, so it
+    takes that package's scale file before its own."""
+    base = Path(root) / "experiments"
+    order: list[str] = []
+
+    def visit(slug: str, name: str, seen: frozenset[tuple[str, str]]) -> None:
+        path = base / slug / f"{name}.yaml"
+        if (slug, name) in seen or not path.is_file():
+            return
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            data = {}  # composing the arm reports the file's own error
+        for entry in (data.get("defaults") if isinstance(data, dict) else None) or []:
+            if isinstance(entry, str) and entry != "_self_" and not entry.startswith("override"):
+                other, _, other_arm = entry.lstrip("/").removeprefix("experiment/").rpartition("/")
+                visit(other or slug, other_arm, seen | {(slug, name)})
+        if slug not in order:
+            order.append(slug)
+
+    visit(paper, arm, frozenset())
+    if paper in order:  # the arm's own package last, whatever its arms extend
+        order.remove(paper)
+    return [*order, paper]
 
 
 def _import_package(root: Path, paper: str) -> None:

@@ -186,8 +186,12 @@ def source_of(key: str, choices: Mapping[str, Any], overrides: Sequence[str], ro
     experiment = choices.get("experiment")
     if experiment:
         base = root / "experiments"
-        paper_scale = base / experiment.split("/")[0] / "scales" / f"{choices.get('scale')}.yaml"
-        for f in [paper_scale, *_chain(base / f"{experiment}.yaml", base)]:
+        chain = _chain(base / f"{experiment}.yaml", base)
+        # Scale files merge after the arm files: the arm's own package's, then those of the
+        # packages it extends (repro.config.compose.arm_packages), most specific first.
+        packages = dict.fromkeys([experiment.split("/")[0], *(f.parent.name for f in chain)])
+        scale_files = [base / p / "scales" / f"{choices.get('scale')}.yaml" for p in packages]
+        for f in [*scale_files, *chain]:
             if _has(_yaml(f), parts):
                 return rel(f)
     # Global-package files after group files: smoke sizes, a scale's per-trainer sizes, the scale.

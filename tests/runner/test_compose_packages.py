@@ -176,3 +176,16 @@ def test_an_arm_whose_checkpoint_a_running_arm_needs_is_run_not_copied(recipe_ro
     assert main(["reproduce", "recipe", "--arms", "t,s", "--reuse", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would reuse" not in out and "2 to run" in out
+
+
+def test_an_arm_takes_the_scale_files_of_the_packages_it_extends(recipe_root):
+    """demo's scale file reaches recipe's arms built on demo/a; recipe's own file comes last."""
+    (recipe_root / "experiments/demo/scales").mkdir()
+    (recipe_root / "experiments/demo/scales/micro.yaml").write_text("all:\n  trainer:\n    steps: 3\n")
+    assert config.arm_packages(recipe_root, "recipe", "faster") == ["demo", "recipe"]
+    assert config.arm_packages(recipe_root, "demo", "b") == ["demo"]
+    faster = config.compose_once("experiment=recipe/faster", "seed=1")
+    assert (faster.trainer.steps, faster.trainer.lr) == (3, 0.2)  # demo's scale, recipe's arm
+    (recipe_root / "experiments/recipe/scales").mkdir()
+    (recipe_root / "experiments/recipe/scales/micro.yaml").write_text("all:\n  trainer:\n    steps: 4\n")
+    assert config.compose_once("experiment=recipe/same", "seed=1").trainer.steps == 4
