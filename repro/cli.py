@@ -57,6 +57,7 @@ from omegaconf import OmegaConf
 
 from repro import config, launch
 from repro.errors import ConfigError, Interrupted
+from repro.progress import duration
 from repro.registry import UnknownNameError
 
 # `repro run` flags that only Hydra's own command line understands: hand those runs to hydra.main.
@@ -121,7 +122,7 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
             raise ConfigError(f"no paper package with a {config.SUITE_FILE} in {root / 'experiments'}")
         if arms:
             raise ConfigError("--arms needs one paper, not `all`")
-        codes = []
+        codes, tic = [], time.monotonic()
         for s in slugs:
             codes.append(
                 launch.reproduce(
@@ -138,6 +139,7 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
             )
             if codes[-1] >= 128:  # stopped by a signal: not the next paper either
                 return codes[-1]
+        print(f"\nall papers ({len(slugs)}): wall time {duration(time.monotonic() - tic)}", flush=True)
         return max(codes)
     config.check_slug("paper", ns.slug)
     return launch.reproduce(

@@ -224,3 +224,14 @@ def test_require_head_needs_a_git_checkout(repro_root, capsys):
     assert "not a git checkout" in capsys.readouterr().err
     assert main(["reproduce", "demo", "--require-head", "--dry-run"]) == 2
     assert _record_files(repro_root) == []
+
+
+def test_reproduce_all_prints_its_total_wall_time(repro_root, monkeypatch, capsys):
+    """`repro reproduce all` runs each paper (each prints its own wall time), then the total."""
+    from repro import launch
+
+    ran = []
+    monkeypatch.setattr(launch, "reproduce", lambda slug, *a, **k: ran.append(slug) or 0)
+    assert main(["reproduce", "all"]) == 0
+    assert ran == ["demo"]
+    assert "all papers (1): wall time" in capsys.readouterr().out
