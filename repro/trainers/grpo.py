@@ -74,8 +74,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         log.progress(step, t.steps, reward=metrics["train/reward_mean"], acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
-    final["osc/reward"] = _diff_std(reward_curve)
-    final["osc/id_acc"] = _diff_std(acc_curve)
+    final["osc/reward"] = diff_std(reward_curve)
+    final["osc/id_acc"] = diff_std(acc_curve)
     final["train/seconds"] = time.time() - t0
     return final
 
@@ -111,24 +111,61 @@ def update(learner: Learner, step: int) -> dict[str, float]:
             logits = sequence_logits(model, roll, idx)  # (b, T, V)
             logp = token_logp(logits, roll.completion_ids[idx])  # (b, T)
             m = mask[idx]  # (b, T)
-            w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
-                logp.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
-            )  # (b, T)
-            loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
-                logp, old_logp[idx], adv[idx], m, generator=learner.gen, **cfg.objective.kw
-            )  # (b, T)
-            loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, m, **cfg.agg.kw)
+            loss, pg_stats = pg_loss(
+                cfg, logp, old_logp[idx], roll.sampler_logp[idx], adv[idx], m, learner.gen
+            )
             grad_norm = optimizer_step(model, learner.opt, loss, t, step)
 
             with torch.no_grad():
                 ent = (token_entropy(logits.detach()) * m).sum() / m.sum().clamp(min=1)
             mb_stats = {"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item()}
-            mb_stats |= {k: float(v) for k, v in obj_stats.items()}
-            mb_stats |= {f"is/{k}": float(v) for k, v in w_stats.items()}
+            mb_stats |= {k: float(v) for k, v in pg_stats.items()}
             for k, v in mb_stats.items():
                 stats.setdefault(k, []).append(v)
     metrics |= {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
     return metrics
+
+
+def pg_loss(
+    cfg: DictConfig,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    sampler_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+    keep: torch.Tensor | None = None,
+    agg_coef: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stages 3-5 on one batch: is_weight -> objective -> aggregate. Returns the loss to minimise
+    and the stages' stats (objective stats by name, IS-weight stats as `is/<name>`).
+
+    logp (b, T) with gradient; old_logp, sampler_logp (b, T); adv (b,); mask (b, T) bool.
+    keep (b,): 0/1 per completion from an IS filter (repro.algos IS_FILTERS), multiplied into the
+    weight; None keeps all. agg_coef (b, T): d loss / d loss_mat of the aggregation over a larger
+    batch this one is a chunk of (every aggregation is linear in loss_mat), so that summing the
+    chunks' losses gives the whole batch's loss; None aggregates this batch on its own."""
+    w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
+        logp.detach(), sampler_logp, mask, **cfg.is_weight.kw
+    )  # (b, T)
+    if keep is not None:
+        w = w * keep[:, None]
+    loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
+        logp, old_logp, adv, mask, generator=generator, **cfg.objective.kw
+    )  # (b, T)
+    if agg_coef is None:
+        loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, mask, **cfg.agg.kw)
+    else:
+        loss = (agg_coef * loss_mat * w).where(mask, 0.0).sum()
+    return loss, dict(obj_stats) | {f"is/{k}": v for k, v in w_stats.items()}
+
+
+def aggregation_coef(cfg: DictConfig, mask: torch.Tensor) -> torch.Tensor:
+    """d loss / d loss_mat of `cfg.agg` on a batch with this mask (B, T): the weight each token's
+    loss gets. The aggregations are linear in loss_mat, so this is exact."""
+    probe = torch.zeros(mask.shape, requires_grad=True)
+    (coef,) = torch.autograd.grad(AGGREGATIONS[cfg.agg.name](probe, mask, **cfg.agg.kw), probe)
+    return coef
 
 
 def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.Tensor, dict[str, float]]:
@@ -174,10 +211,11 @@ def rollout_and_reward(learner: Learner) -> tuple[Rollout, torch.Tensor, torch.T
         "groups": all_r.numel() // G,
     }
     pad = learner.backend.tok.pad_token_id
-    return _cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
+    return cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
 
 
-def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
+def cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
+    """One Rollout of several: prompts left-padded and completions right-padded to the widest."""
     if len(rolls) == 1:
         return rolls[0]
     P = max(r.prompt_ids.shape[1] for r in rolls)
@@ -194,7 +232,7 @@ def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
     )
 
 
-def _diff_std(xs: list[float]) -> float:
+def diff_std(xs: list[float]) -> float:
     """Oscillation of a curve: sd of its step-to-step differences (NaN below 3 points)."""
     xs = [x for x in xs if not math.isnan(x)]
     if len(xs) < 3:

@@ -51,8 +51,8 @@ def test_none_is_weight_is_one_everywhere(seed):
 def test_unknown_names_list_registered():
     with pytest.raises(UnknownNameError, match="exact_answer"):
         REWARDS["format"]
-    with pytest.raises(UnknownNameError, match="none"):
-        IS_WEIGHTS["tis"]
+    with pytest.raises(UnknownNameError, match="none, tis"):
+        IS_WEIGHTS["vtrace"]
 
 
 def test_matches_reward_is_a_regex_format_check():
