@@ -69,8 +69,8 @@ def test_tis_is_the_truncated_ratio_one_at_equal_policies_and_never_above_its_ca
                 want = min(float((logp[b, t] - sampler_logp[b, t]).detach().exp()), cap)
                 assert float(w[b, t]) == pytest.approx(want, rel=1e-5)
     same, same_stats = IS_WEIGHTS["tis"](logp.detach(), logp.detach(), mask, cap=max(cap, 1.0))
-    assert torch.all(same == 1) and float(same_stats["truncated_frac"]) == 0
-    assert 0 <= float(stats["truncated_frac"]) <= 1
+    assert torch.all(same == 1) and float(same_stats["trunc_frac"]) == 0
+    assert 0 <= float(stats["trunc_frac"]) <= 1
 
 
 def test_tis_rejects_a_nonpositive_cap():
