@@ -12,7 +12,8 @@ log-probs and the log-probs the sampler reported when it generated the tokens.
 
 A filter drops whole completions from the loss (keep = 0) but leaves the advantages alone: a
 dropped completion still counted in its group's mean and std, which the advantage stage computed
-before. Stats are 0-d tensors; shares are over valid tokens (or completions) of the call.
+before. Stats are `Share`s (numerator and denominator over the call's valid tokens or
+completions), so that a trainer pools them over mini-batches, peers and steps as ratios of sums.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from repro.algos.objectives import Share
 from repro.errors import ConfigError
 from repro.registry import Registry
 
@@ -55,10 +57,6 @@ def sequence_kl(logp: Tensor, sampler_logp: Tensor, mask: Tensor, kl: str) -> Te
     return total / mask.sum(1).clamp(min=1)
 
 
-def _share(num: Tensor, den: Tensor) -> Tensor:
-    return torch.where(den > 0, num / den.clamp(min=1), 0.0)
-
-
 @IS_WEIGHTS.register("none")
 def none(logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """No correction: weight 1 on every position, padding included (loss_mat is already 0 there)."""
@@ -68,7 +66,7 @@ def none(logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> tuple[Tensor, dict
 @IS_WEIGHTS.register("tis")
 def tis(
     logp: Tensor, sampler_logp: Tensor, mask: Tensor, *, cap: float = 2.0
-) -> tuple[Tensor, dict[str, Tensor]]:
+) -> tuple[Tensor, dict[str, Share]]:
     """Truncated importance sampling: w_t = sg(min(rho_t, C)), rho_t = pi_learner / pi_sampler.
 
     Truncated IS (Ionides 2008, "Truncated importance sampling"), as used against rollout-engine
@@ -83,11 +81,11 @@ def tis(
         raise ConfigError(f"is_weight.kw.cap must be > 0, got {cap}")
     ratio = log_ratio(logp, sampler_logp, mask).detach().exp()  # (B, T), 1 at padding
     w = torch.where(mask, ratio.clamp(max=cap), 1.0)  # (B, T)
-    n = mask.sum()
+    n = mask.sum().to(ratio.dtype)
     stats = {
-        "trunc_frac": _share(((ratio > cap) & mask).sum().to(ratio.dtype), n),
-        "ratio_mean": _share(ratio.where(mask, 0.0).sum(), n),
-        "w_mean": _share(w.where(mask, 0.0).sum(), n),
+        "trunc_frac": Share(((ratio > cap) & mask).sum().to(ratio.dtype), n),
+        "ratio_mean": Share(ratio.where(mask, 0.0).sum(), n),
+        "w_mean": Share(w.where(mask, 0.0).sum(), n),
     }
     return w, stats
 
@@ -95,7 +93,7 @@ def tis(
 @IS_FILTERS.register("none")
 def keep_all(
     logp: Tensor, sampler_logp: Tensor, mask: Tensor, adv: Tensor
-) -> tuple[Tensor, dict[str, Tensor]]:
+) -> tuple[Tensor, dict[str, Share]]:
     """Every completion counts (keep = 1)."""
     return torch.ones(logp.shape[0], dtype=logp.dtype), {}  # (B,)
 
@@ -109,7 +107,7 @@ def adv_or_kl(
     *,
     kl: str = "seq",
     threshold: float = 50.0,
-) -> tuple[Tensor, dict[str, Tensor]]:
+) -> tuple[Tensor, dict[str, Share]]:
     """Keep a completion if its advantage is positive or its learner-sampler KL is below the
     threshold: keep_i = 1[A_i > 0 or KL_i < g]; otherwise it is dropped from the loss.
 
@@ -123,6 +121,6 @@ def adv_or_kl(
         raise ConfigError(f"trainer.filter.kw.threshold must be > 0, got {threshold}")
     kl_i = sequence_kl(logp.detach(), sampler_logp, mask, kl)  # (B,)
     keep = ((adv > 0) | (kl_i < threshold)).to(logp.dtype)  # (B,)
-    B = torch.tensor(float(logp.shape[0]))
-    stats = {"filtered_frac": _share((1 - keep).sum(), B), "kl_mean": _share(kl_i.sum(), B)}
+    B = torch.tensor(float(logp.shape[0]), dtype=logp.dtype)
+    stats = {"filtered_frac": Share((1 - keep).sum(), B), "kl_mean": Share(kl_i.sum(), B)}
     return keep, stats

@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 
 from repro.algos import ADVANTAGES, IS_FILTERS, IS_WEIGHTS
 from repro.algos.is_weights import k3, sequence_kl
+from repro.algos.objectives import Share
 from repro.errors import ConfigError
 from repro.trainers.grpo import aggregation_coef, pg_loss
 
 from . import reference as ref
-from .properties import batches
+from .properties import batches, stat_equal
 
 CAPS = st.sampled_from([0.5, 1.0, 2.0, 5.0])
 KLS = st.sampled_from(["seq", "token_mean"])
@@ -42,6 +43,29 @@ def _batch(batch):
 # -- TIS -----------------------------------------------------------------------------------------
 
 
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    B=st.integers(1, 5),
+    T=st.integers(1, 7),
+    spread=st.sampled_from([0.0, 0.05, 0.3, 2.0]),
+    cap=st.sampled_from([0.5, 1.0, 2.0, 5.0]),
+)
+def test_tis_is_the_truncated_ratio_one_at_equal_policies_and_never_above_its_cap(seed, B, T, spread, cap):
+    logp, sampler_logp, _, mask = ref.make_batch(seed, B, T, spread)
+    w, stats = IS_WEIGHTS["tis"](logp.detach(), sampler_logp, mask, cap=cap)
+    assert w.shape == logp.shape and not w.requires_grad
+    assert torch.all(w[mask] <= cap) and torch.all(w[~mask] == 1)
+    # Slow and obvious: one token at a time.
+    for b in range(B):
+        for t in range(T):
+            if mask[b, t]:
+                want = min(float((logp[b, t] - sampler_logp[b, t]).detach().exp()), cap)
+                assert float(w[b, t]) == pytest.approx(want, rel=1e-5)
+    same, same_stats = IS_WEIGHTS["tis"](logp.detach(), logp.detach(), mask, cap=max(cap, 1.0))
+    assert torch.all(same == 1) and float(same_stats["trunc_frac"].num) == 0
+    assert 0 <= float(stats["trunc_frac"].num) <= float(stats["trunc_frac"].den) == float(mask.sum())
+
+
 @given(batch=batches, cap=CAPS)
 def test_tis_equals_the_loop_reference_and_never_exceeds_its_cap(batch, cap):
     logp, sampler_logp, _, mask = _batch(batch)
@@ -51,7 +75,15 @@ def test_tis_equals_the_loop_reference_and_never_exceeds_its_cap(batch, cap):
     assert torch.all(w[mask] <= cap) and torch.all(w[~mask] == 1)
     n = int(mask.sum())
     above = sum(math.exp(float(logp[b, t] - sampler_logp[b, t])) > cap for b, t in mask.nonzero().tolist())
-    assert float(stats["trunc_frac"]) == pytest.approx(above / n if n else 0.0, abs=1e-6)
+    # A share of the valid tokens (NaN, undefined, when there are none).
+    assert isinstance(stats["trunc_frac"], Share) and float(stats["trunc_frac"].den) == n
+    assert float(stats["trunc_frac"].num) == above
+    if n:
+        ratio = [math.exp(float(logp[b, t] - sampler_logp[b, t])) for b, t in mask.nonzero().tolist()]
+        assert float(stats["ratio_mean"]) == pytest.approx(sum(ratio) / n, rel=1e-5)
+        assert float(stats["w_mean"]) == pytest.approx(sum(min(r, cap) for r in ratio) / n, rel=1e-5)
+    else:
+        assert all(math.isnan(float(v)) for v in stats.values())
 
 
 @given(batch=batches, cap=CAPS)
@@ -61,7 +93,7 @@ def test_tis_is_one_when_sampler_is_learner_and_is_detached(batch, cap):
     w, stats = IS_WEIGHTS["tis"](live, logp, mask, cap=cap)
     assert not w.requires_grad
     assert torch.all(w[mask] == min(1.0, cap)) and torch.all(w[~mask] == 1)
-    assert float(stats["trunc_frac"]) == (0.0 if cap >= 1 or not mask.any() else 1.0)
+    assert float(stats["trunc_frac"].num) == (0.0 if cap >= 1 else float(mask.sum()))
 
 
 @given(batch=batches, cap=CAPS, junk=st.integers(0, 2**16))
@@ -72,7 +104,7 @@ def test_tis_padding_changes_nothing(batch, cap, junk):
     sampler2 = torch.where(mask, sampler_logp, -50 * torch.rand(logp.shape, generator=g))
     a, sa = IS_WEIGHTS["tis"](logp, sampler_logp, mask, cap=cap)
     b, sb = IS_WEIGHTS["tis"](logp2, sampler2, mask, cap=cap)
-    assert torch.equal(a, b) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(a, b) and all(stat_equal(sa[k], sb[k]) for k in sa)
 
 
 def test_tis_with_a_huge_cap_is_the_plain_ratio():
@@ -112,6 +144,9 @@ def test_adv_or_kl_equals_the_loop_reference(batch, kl, threshold):
     assert keep.tolist() == want
     B = logp.shape[0]
     assert float(stats["filtered_frac"]) == pytest.approx((B - sum(want)) / B)
+    assert isinstance(stats["filtered_frac"], Share) and float(stats["filtered_frac"].den) == B
+    kls = ref.sequence_kl(logp, sampler_logp, mask, kl)
+    assert float(stats["kl_mean"]) == pytest.approx(sum(kls) / B, rel=1e-4, abs=1e-6)
 
 
 @given(batch=batches, kl=KLS, threshold=THRESHOLDS)
@@ -197,12 +232,13 @@ def test_ftis_loss_and_gradient_equal_the_papers_formula(seed, groups, G, T, spr
             FTIS,
             logp[idx],
             logp[idx].detach(),
-            sampler_logp[idx],
             adv[idx],
             mask[idx],
-            torch.Generator(),
-            keep,
-            None if coef is None else coef[idx],
+            logp[idx],
+            sampler_logp[idx],
+            generator=torch.Generator(),
+            keep=keep,
+            agg_coef=None if coef is None else coef[idx],
         )
         total = total + loss
     assert float(total.detach()) == pytest.approx(float(want.detach()), rel=1e-4, abs=1e-6)
