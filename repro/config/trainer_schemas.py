@@ -203,7 +203,6 @@ class CollabGRPOConfig(TrainConfig):
     prompts_per_step: int = Field(..., ge=1, description="prompts per generator per step (its share)")
     group_size: int = Field(..., ge=2, description="G: completions per prompt")
     temperature: float = Field(..., gt=0, description="sampling temperature of the rollouts")
-    rollout: str = Field("hf", description="rollout backend (repro.engine.ROLLOUT_BACKENDS): hf | engine")
     layout: Literal["vertical", "horizontal"] = Field(
         ..., description="vertical: each generator samples whole groups; horizontal: a share of every group"
     )
@@ -235,6 +234,13 @@ class CollabGRPOConfig(TrainConfig):
     minibatches: int | None = _unused(
         "unused: one optimizer step per batch; scale=tiny sets it for every trainer"
     )
+
+    @field_validator("save")
+    @classmethod
+    def _no_save(cls, save: bool) -> bool:
+        if save:
+            raise ValueError("collab_grpo keeps no checkpoint (several peers, one model slot); set it false")
+        return save
 
     @field_validator("peers")
     @classmethod

@@ -15,7 +15,9 @@ The stages are the registered functions of repro.algos, called through repro.tra
 `pg_loss`; `ratio_vs: generator` puts the generator's log-probs in the objective's ratio
 (PPO-clip against the generator), `learner` keeps the ratio at 1 (one step per batch: clipping
 inactive) so that only the IS weight corrects for the generator. A completion the filter drops
-still counted in its group's mean and std (advantages come first).
+still counted in its group's mean and std (advantages come first). Rollouts go through the
+backend `trainer.rollout` names (repro.rollout.make_backend; the engine falls back to
+transformers.generate for LoRA peers).
 
 Two execution modes with the same numbers (`exchange`):
     local   every peer in this process, stepped in turn (micro sweeps);
@@ -23,10 +25,17 @@ Two execution modes with the same numbers (`exchange`):
             torch.distributed gloo group; `launcher: spawn` starts them here (a peer that dies or
             sends a malformed message is reported by name and the others go on), `torchrun` under
             torchrun (its agent stops every worker when one fails). The launching process logs.
-Everything random is seeded per (peer, step), so the modes agree bit for bit at equal thread counts.
+Randomness comes from the run's named streams (repro.streams), keyed by step and by the peer's or
+generator's index: the step's prompts from ("prompts", step), each generator's sampling noise from
+("rollout", step, generator), a stochastic objective's from ("rescue", step, peer), LoRA adapters'
+init from ("init", peer). So the modes agree bit for bit at equal thread counts, and two arms with
+the same seed and peers draw the same prompts and, until their weights differ, the same samples.
 
-Metrics: `peer/<name>/<metric>` per peer (train/*, eval/*, time/*), the same name without the
-prefix for the mean over the peers that logged it, and `collab/*` for the exchange.
+Metrics: `peer/<name>/<metric>` per peer (train/*, eval/*, time/*); the same name without the prefix
+over the peers that logged it: a share (`Share`: every train/* ratio such as the KL per token, the
+truncated or filtered fractions, the entropy) pooled as Σ numerators / Σ denominators, anything
+else (evaluations) the mean; `collab/*` for the exchange. The final metrics add each share pooled
+over the whole run, `peer/<name>/run/<stat>` and `run/<stat>` (over peers).
 
 Run:  repro run experiment=<paper>/<arm> seed=1 [trainer.exchange=dist]
 """
@@ -34,12 +43,10 @@ Run:  repro run experiment=<paper>/<arm> seed=1 [trainer.exchange=dist]
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import signal
 import socket
@@ -59,10 +66,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repro.algos import ADVANTAGES, IS_FILTERS, REWARDS
 from repro.algos.is_weights import k3, sequence_kl
+from repro.algos.objectives import Share
 from repro.algos.rewards import RewardContext
-from repro.errors import ConfigError
+from repro.errors import ConfigError, NonFiniteError
 from repro.eval.micro import HeldOut
-from repro.models import load_policy
+from repro.models import load_policy, weights_provenance
 from repro.rollout import Rollout, RolloutBackend, make_backend, sequence_logits, token_entropy, token_logp
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
@@ -76,8 +84,8 @@ from repro.trainers.collab_wire import (
     encode,
     mark_dead,
 )
-from repro.trainers.common import optimizer, seed_run, with_lora
-from repro.trainers.grpo import aggregation_coef, pg_loss
+from repro.trainers.common import Streams, optimizer, seed_run, with_lora
+from repro.trainers.grpo import aggregation_coef, pg_loss, pool
 
 log = logging.getLogger(__name__)
 
@@ -86,32 +94,30 @@ _EVAL_KEYS = ("eval/", "retention/", "drift")  # what the final metrics keep of 
 DIAG_CAP = 2.0  # rho above which truncation would act, for arms without a `cap` (F-TIS's C)
 
 
-def seed_of(*parts: object) -> int:
-    """A 31-bit seed from any labels (the same in every process)."""
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:4], "little") >> 1
-
-
 # ---------------------------------------------------------------------------------------------
 # Peers
 
 
 @dataclass
 class Peer:
-    """One participant: its model and optimiser, its evaluator, and its checkpoint history."""
+    """One participant: its model and optimiser, its evaluator, its checkpoint history, and its
+    share statistics pooled over the run so far."""
 
     name: str
+    index: int  # its rank: the entry of trainer.peers, and its key in the run's random streams
     spec: DictConfig  # its entry in trainer.peers
     model: torch.nn.Module
     tok: object
     backend: RolloutBackend
     opt: torch.optim.Optimizer
     held: HeldOut
-    gen: torch.Generator  # stochastic objectives
-    base_sha256: str
+    streams: Streams
+    base_sha256: str  # "" when its weights have no local file (a hub id)
     version: int = 0  # optimizer updates applied
     stale_model: torch.nn.Module | None = None
     stale_backend: RolloutBackend | None = None
     history: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # version -> trainable state
+    shares: dict[str, Share] = field(default_factory=dict)  # run totals: Σ num, Σ den per stat
 
 
 def peer_names(cfg: DictConfig) -> list[str]:
@@ -126,50 +132,21 @@ def peer_cfg(cfg: DictConfig, spec: DictConfig) -> DictConfig:
     return out
 
 
-def base_checkpoint_sha256(cfg: DictConfig, spec: DictConfig) -> str:
-    """sha256 of the peer's base weights file (micro: the pretrained checkpoint; hf: the folder's
-    model.safetensors when it is a local folder); "" when there is no local file."""
-    c = peer_cfg(cfg, spec)
-    if c.model.kind == "micro":
-        from repro.models.micro import load_or_pretrain
-
-        path = Path(load_or_pretrain(c.task, c.model, c.paths.cache_dir)) / "model.safetensors"
-    else:
-        path = Path(str(c.model.get("path", ""))) / "model.safetensors"
-    if not path.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def build_peer(cfg: DictConfig, spec: DictConfig) -> Peer:
-    """Load the peer's base (pretraining a micro base on first use), wrap LoRA adapters if it has
-    them, and build its optimiser, evaluator and rollout backend."""
+def build_peer(cfg: DictConfig, spec: DictConfig, index: int, streams: Streams) -> Peer:
+    """Load the peer's base (a shipped micro base, or one pretrained on first use), wrap LoRA
+    adapters if it has them, and build its optimiser, evaluator and rollout backend."""
     t, name = cfg.trainer, str(spec.name)
     c = peer_cfg(cfg, spec)
+    base = weights_provenance(c)  # builds a micro base that is neither shipped nor cached
     model, tok = load_policy(c)
-    torch.manual_seed(seed_of(cfg.seed, name, "init"))  # LoRA's random init, the same in every mode
-    model = with_lora(model, spec.get("lora"))
+    model = with_lora(model, spec.get("lora"), streams.seed_of("init", index))
     model.train()
     task = build_task(cfg.task, tok)
     backend = make_backend(t.rollout, tok, task.stop_strings)
     lr = spec.get("lr") or t.lr
     opt = optimizer(model, SimpleNamespace(lr=lr, weight_decay=t.weight_decay))
     held = HeldOut.build(c, task, model, tok, backend)
-    peer = Peer(
-        name,
-        spec,
-        model,
-        tok,
-        backend,
-        opt,
-        held,
-        torch.Generator().manual_seed(seed_of(cfg.seed, name, "objective")),
-        base_checkpoint_sha256(cfg, spec),
-    )
+    peer = Peer(name, index, spec, model, tok, backend, opt, held, streams, base["sha256"] or "")
     if t.stale_lag > 0:
         peer.stale_model = copy.deepcopy(model)
         peer.stale_backend = make_backend(t.rollout, tok, task.stop_strings)
@@ -201,13 +178,14 @@ def generators(cfg: DictConfig) -> list[str]:
     return names + ([f"{n}{SEP}{lag}" for n in names] if lag > 0 else [])
 
 
-def assign(cfg: DictConfig, task: Task, step: int) -> dict[str, Work]:
-    """The step's prompts, drawn from a stream every process draws identically, split among the
-    generators: whole groups each (vertical), or a share of every group (horizontal; G split as
-    evenly as possible, earlier generators taking the remainder)."""
+def assign(cfg: DictConfig, task: Task, step: int, streams: Streams) -> dict[str, Work]:
+    """The step's prompts, drawn from the run's ("prompts", step) stream (every process and every
+    arm with this seed draws the same), split among the generators: whole groups each (vertical),
+    or a share of every group (horizontal; G split as evenly as possible, earlier generators taking
+    the remainder)."""
     t, gens = cfg.trainer, generators(cfg)
     n_prompts = t.prompts_per_step * len(gens)
-    problems = task.sample_problems(random.Random(f"{cfg.seed}/prompts/{step}"), n_prompts)
+    problems = task.sample_problems(streams.rng("prompts", step), n_prompts)
     ids = list(range(n_prompts))
     if t.layout == "vertical":
         k = t.prompts_per_step
@@ -223,7 +201,8 @@ def generate(
     cfg: DictConfig, peer: Peer, task: Task, step: int, generator: str, work: Work
 ) -> RolloutMessage:
     """Sample `work` with the peer's current weights (or, for "<name>~<k>", its weights k updates
-    ago), score it, and pack it as a rollout message."""
+    ago), score it, and pack it as a rollout message. The sampling noise is the run's ("rollout",
+    step, generator index) stream."""
     t = cfg.trainer
     stale = SEP in generator
     model, backend, version = peer.model, peer.backend, peer.version
@@ -243,8 +222,8 @@ def generate(
             n=work.n,
             max_new_tokens=t.max_new_tokens,
             temperature=t.temperature,
-            seed=seed_of(cfg.seed, generator, step),
-        )
+            generator=peer.streams.gen("rollout", step, generators(cfg).index(generator)),
+        ).to("cpu")  # messages are built from host memory
     S = 0 if roll is None else roll.completion_ids.shape[0]
     local_group = torch.arange(len(work.problems)).repeat_interleave(work.n)  # (S,)
     if roll is None:
@@ -317,8 +296,9 @@ def assemble(msgs: list[RolloutMessage], pad: int) -> tuple[Rollout, torch.Tenso
     return roll, torch.cat(rewards).float(), torch.tensor(groups), gens
 
 
-def learn(cfg: DictConfig, peer: Peer, step: int, msgs: list[RolloutMessage]) -> dict[str, float]:
-    """One optimizer step of `peer` on the groups it pools; returns its train/* metrics."""
+def learn(cfg: DictConfig, peer: Peer, step: int, msgs: list[RolloutMessage]) -> dict[str, float | Share]:
+    """One optimizer step of `peer` on the groups it pools; returns its train/* metrics (ratios as
+    Share, pooled over the step's micro-batches) and adds its shares to the peer's run totals."""
     t = cfg.trainer
     if t.pool == "own":
         msgs = [m for m in msgs if m.owner == peer.name]
@@ -326,39 +306,56 @@ def learn(cfg: DictConfig, peer: Peer, step: int, msgs: list[RolloutMessage]) ->
     B = len(gens)
     if B == 0:
         return {}
-    own = torch.tensor([g == peer.name for g in gens])  # (B,) sampled by the learner's current weights
+    device = peer.model.device
+    roll = roll.to(device)
+    # (B,) sampled by the learner's current weights
+    own = torch.tensor([g == peer.name for g in gens], device=device)
     mask = roll.completion_mask  # (B, T)
     # 3. Advantages over whole groups, whichever peer sampled each member (before any filtering).
-    adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw)  # (B,)
+    adv = ADVANTAGES[cfg.advantage.name](rewards, group, **cfg.advantage.kw).to(device)  # (B,)
 
     coef = aggregation_coef(cfg, mask) if t.microbatch else None  # (B, T)
     chunks = torch.arange(B).split(t.microbatch or B)
+    rescue = peer.streams.gen("rescue", step, peer.index, device=device)  # a stochastic objective's noise
     peer.opt.zero_grad(set_to_none=True)
-    logp_all = torch.zeros(mask.shape)
-    keep_all = torch.ones(B)
-    sums: dict[str, float] = {}
-    loss_total, ent_total = 0.0, 0.0
+    logp_all = torch.zeros(mask.shape, device=device)  # (B, T) at the sampling temperature
+    keep_all = torch.ones(B, device=device)
+    per_chunk: list[dict[str, float | Share]] = []
+    loss_total = 0.0
     for idx in chunks:
+        idx = idx.to(device)
         logits = sequence_logits(peer.model, roll, idx)  # (b, T, V)
         logp = token_logp(logits, roll.completion_ids[idx])  # (b, T)
+        # The generator's log-probs are at the sampling temperature: compare like with like.
+        at_T = logp if t.temperature == 1 else token_logp(logits, roll.completion_ids[idx], t.temperature)
         m = mask[idx]  # (b, T)
         sampler_logp = roll.sampler_logp[idx]  # (b, T)
-        keep, _ = IS_FILTERS[t.filter.name](logp.detach(), sampler_logp, m, adv[idx], **t.filter.kw)  # (b,)
+        keep, _ = IS_FILTERS[t.filter.name](at_T.detach(), sampler_logp, m, adv[idx], **t.filter.kw)  # (b,)
         # One step per batch: the learner's own log-probs as old_logp give the ratio 1 (PPO clipping
-        # inactive); ratio_vs=generator clips the learner/generator ratio instead.
-        old = sampler_logp if t.ratio_vs == "generator" else logp.detach()
+        # inactive); ratio_vs=generator clips the learner/generator ratio instead (at the sampling
+        # temperature, as the generator's log-probs are).
+        pg_logp, old = (at_T, sampler_logp) if t.ratio_vs == "generator" else (logp, logp.detach())
         loss, stats = pg_loss(
-            cfg, logp, old, sampler_logp, adv[idx], m, peer.gen, keep, None if coef is None else coef[idx]
+            cfg,
+            pg_logp,
+            old,
+            adv[idx],
+            m,
+            at_T,
+            sampler_logp,
+            generator=rescue,
+            keep=keep,
+            agg_coef=None if coef is None else coef[idx],
         )
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"peer {peer.name}: non-finite loss {loss.item()} at step {step}")
         loss.backward()
-        n_tok = float(m.sum())
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * n_tok
         with torch.no_grad():
-            ent_total += float((token_entropy(logits.detach()) * m).sum())
+            ent = (token_entropy(logits.detach()) * m).sum()
+        per_chunk.append(stats | {"entropy": Share(ent.cpu(), m.sum().float().cpu())})
         loss_total += float(loss.detach())
-        logp_all[idx] = logp.detach()
-        keep_all[idx] = keep.detach().float()
+        logp_all[idx] = at_T.detach()
+        keep_all[idx] = keep.detach().to(keep_all.dtype)
     grad_norm = _clip_and_step(peer, t, step)
     peer.version += 1
     if t.stale_lag > 0:
@@ -366,16 +363,19 @@ def learn(cfg: DictConfig, peer: Peer, step: int, msgs: list[RolloutMessage]) ->
         for v in [v for v in peer.history if v < peer.version - t.stale_lag]:
             del peer.history[v]
 
-    n_tok = float(mask.sum().clamp(min=1))
-    metrics = {
+    pooled, shares = pool(per_chunk)
+    means = {k: v for k, v in pooled.items() if k not in shares}  # e.g. ratio_max
+    shares |= _diagnostics(cfg, logp_all, roll.sampler_logp, mask, adv, keep_all, own)
+    for k, v in shares.items():  # the run's totals
+        peer.shares[k] = peer.shares[k] + v if k in peer.shares else v
+    metrics: dict[str, float | Share] = {
         "train/loss": loss_total,
         "train/grad_norm": grad_norm,
-        "train/entropy": ent_total / n_tok,
         "train/n_seq": float(B),
-        "train/other_frac": float((~own).float().mean()),
     }
-    metrics |= {f"train/{k}": v / n_tok for k, v in sums.items()}
-    metrics |= _diagnostics(cfg, logp_all, roll.sampler_logp, mask, adv, keep_all, own)
+    metrics |= {f"train/{k}": v for k, v in means.items()}
+    metrics |= {f"train/{k}": v for k, v in shares.items()}
+    metrics |= _kl_summaries(cfg, logp_all, roll.sampler_logp, mask, own, shares)
     return metrics
 
 
@@ -384,38 +384,48 @@ def _clip_and_step(peer: Peer, t: DictConfig, step: int) -> float:
     params = [p for p in peer.model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
     if not torch.isfinite(grad_norm):
-        from repro.errors import NonFiniteError
-
         raise NonFiniteError(f"peer {peer.name}: non-finite grad norm at step {step}")
     peer.opt.step()
     return grad_norm.item()
 
 
-def _diagnostics(cfg, logp, sampler_logp, mask, adv, keep, own) -> dict[str, float]:
-    """Learner-generator KL on own vs other samples (mean k3 per token; and per completion, summed)
-    and their gap, share of tokens with rho > C, share of completions the filter dropped and of
-    positive advantages, for each side; quantiles of the other samples' KL in both definitions."""
-    out: dict[str, float] = {}
+def _diagnostics(cfg, logp, sampler_logp, mask, adv, keep, own) -> dict[str, Share]:
+    """Shares of one batch, for own and other peers' samples apart: learner-generator KL (mean k3
+    per token, `kl_<side>`; per completion, summed over its tokens, `kl_seq_<side>`), tokens with
+    rho > C (`trunc_frac_<side>`), completions the filter dropped (`filtered_frac_<side>`) and
+    with a positive advantage (`adv_pos_frac_<side>`); and other peers' share of the batch
+    (`other_frac`). A side with no samples is left out."""
+    out: dict[str, Share] = {}
     cap = float(cfg.is_weight.kw.get("cap", DIAG_CAP))
     kl_tok = k3(logp, sampler_logp, mask)  # (B, T)
     rho = torch.where(mask, logp - sampler_logp, 0.0).exp()  # (B, T)
     kl_seq = sequence_kl(logp, sampler_logp, mask, "seq")  # (B,)
+    total = lambda x: x.sum().float().cpu()  # noqa: E731  (0-d, on the host: pooled across peers)
     for side, rows in (("own", own), ("other", ~own)):
         if not rows.any():
             continue
         m = mask[rows]
-        n_tok = float(m.sum().clamp(min=1))
-        out[f"train/kl_{side}"] = float(kl_tok[rows].sum()) / n_tok
-        out[f"train/kl_seq_{side}"] = float(kl_seq[rows].mean())
-        out[f"train/trunc_frac_{side}"] = float(((rho[rows] > cap) & m).sum()) / n_tok
-        out[f"train/filtered_frac_{side}"] = float(1 - keep[rows].mean())
-        out[f"train/adv_pos_frac_{side}"] = float((adv[rows] > 0).float().mean())
-    if own.any() and (~own).any():
-        out["train/kl_gap"] = out["train/kl_other"] - out["train/kl_own"]
+        n_tok, n_seq = total(m), total(rows)
+        out[f"kl_{side}"] = Share(total(kl_tok[rows]), n_tok)
+        out[f"kl_seq_{side}"] = Share(total(kl_seq[rows]), n_seq)
+        out[f"trunc_frac_{side}"] = Share(total((rho[rows] > cap) & m), n_tok)
+        out[f"filtered_frac_{side}"] = Share(total(1 - keep[rows]), n_seq)
+        out[f"adv_pos_frac_{side}"] = Share(total(adv[rows] > 0), n_seq)
+    out["other_frac"] = Share(total(~own), torch.tensor(float(own.numel())))
+    return out
+
+
+def _kl_summaries(cfg, logp, sampler_logp, mask, own, shares) -> dict[str, float]:
+    """train/kl_gap (KL per token, other minus own) when both sides are present; quantiles of the
+    other peers' samples' KL in both definitions (per sequence, mean per token)."""
+    out: dict[str, float] = {}
+    if "kl_own" in shares and "kl_other" in shares:
+        out["train/kl_gap"] = float(shares["kl_other"]) - float(shares["kl_own"])
     if (~own).any():
-        tok_mean = sequence_kl(logp, sampler_logp, mask, "token_mean")[~own]
+        kl_seq = sequence_kl(logp, sampler_logp, mask, "seq")[~own].cpu()
+        tok_mean = sequence_kl(logp, sampler_logp, mask, "token_mean")[~own].cpu()
         for q in (10, 50, 90):
-            out[f"train/kl_seq_other_p{q}"] = float(torch.quantile(kl_seq[~own], q / 100))
+            out[f"train/kl_seq_other_p{q}"] = float(torch.quantile(kl_seq, q / 100))
             out[f"train/kl_token_mean_other_p{q}"] = float(torch.quantile(tok_mean, q / 100))
     return out
 
@@ -424,11 +434,12 @@ def _diagnostics(cfg, logp, sampler_logp, mask, adv, keep, own) -> dict[str, flo
 # The loop both modes run: local peers generate, share, learn, evaluate
 
 
-Emit = Callable[[int, dict[str, dict[str, float]], dict[str, float]], None]
+Metrics = dict[str, float | Share]
+Emit = Callable[[int, dict[str, Metrics], dict[str, float]], None]
 
 
 def run_loop(
-    cfg: DictConfig, peers: list[Peer], task: Task, exchange: Exchange, emit: Emit
+    cfg: DictConfig, streams: Streams, peers: list[Peer], task: Task, exchange: Exchange, emit: Emit
 ) -> dict[str, str]:
     """Steps 1..trainer.steps for the peers hosted here; `emit(step, {peer: metrics}, shared)` after
     the step-0 evaluation and after each step. Returns the peers dropped, by name, with why."""
@@ -444,7 +455,7 @@ def run_loop(
         for p in peers:
             if fault == f"{p.name}@{step}":
                 os.kill(os.getpid(), signal.SIGKILL)
-        work = assign(cfg, task, step)
+        work = assign(cfg, task, step, streams)
         outgoing, gen_s = {}, {}
         for p in peers:
             tic = time.perf_counter()
@@ -479,7 +490,7 @@ def run_loop(
         for p in [p for p in peers if p.name in dropped]:
             exchange.leave(p.name, dropped[p.name])
             peers.remove(p)
-        per_peer: dict[str, dict[str, float]] = {}
+        per_peer: dict[str, Metrics] = {}
         for p in peers:
             own = [m for m in msgs if m.owner == p.name]
             rew = np.concatenate([m.rewards[:, 0] for m in own if m.generator == p.name] or [np.zeros(0)])
@@ -505,20 +516,41 @@ def _evaluate(peer: Peer, step: int) -> dict[str, float]:
     return out
 
 
-def merge(per_peer: dict[str, dict[str, float]], shared: dict[str, float]) -> dict[str, float]:
-    """One step's metrics as logged: `peer/<name>/<m>`, the mean over peers of every m (time/*
-    excepted), and the shared `collab/*` values."""
+def merge(per_peer: dict[str, Metrics], shared: dict[str, float]) -> dict[str, float]:
+    """One step's metrics as logged: `peer/<name>/<m>`, every m over the peers (time/* excepted: a
+    share pooled as Σ num / Σ den, anything else the mean of the finite values), and the shared
+    `collab/*` values."""
     out = dict(shared)
-    pooled: dict[str, list[float]] = {}
+    by_metric: dict[str, list[float | Share]] = {}
     for name in per_peer:
         for k, v in per_peer[name].items():
-            out[f"{PEER_PREFIX}{name}/{k}"] = v
+            out[f"{PEER_PREFIX}{name}/{k}"] = float(v)
             if not k.startswith("time/"):
-                pooled.setdefault(k, []).append(v)
-    for k, vs in pooled.items():
-        finite = [v for v in vs if math.isfinite(v)]
-        out[k] = float(np.mean(finite)) if finite else float("nan")
+                by_metric.setdefault(k, []).append(v)
+    for k, vs in by_metric.items():
+        if all(isinstance(v, Share) for v in vs):
+            # Host floats, so that every process pools the same numbers the same way.
+            num, den = sum(float(v.num) for v in vs), sum(float(v.den) for v in vs)
+            out[k] = num / den if den > 0 else math.nan
+        else:
+            finite = [float(v) for v in vs if math.isfinite(float(v))]
+            out[k] = float(np.mean(finite)) if finite else math.nan
     return out
+
+
+def to_json(metrics: Metrics) -> dict[str, float | list[float]]:
+    """Metrics as JSON values (a Share as [num, den]), for a peer process's metric lines."""
+    return {k: [float(v.num), float(v.den)] if isinstance(v, Share) else v for k, v in metrics.items()}
+
+
+def from_json(metrics: dict[str, float | list[float]]) -> Metrics:
+    """Inverse of `to_json` (float64 holds every float32 numerator and denominator exactly)."""
+    return {
+        k: Share(torch.tensor(v[0], dtype=torch.float64), torch.tensor(v[1], dtype=torch.float64))
+        if isinstance(v, list)
+        else v
+        for k, v in metrics.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,9 +561,9 @@ def train(cfg: DictConfig, log_: Logger) -> dict[str, object]:
     t = cfg.trainer
     if t.exchange == "dist":
         return train_dist(cfg, log_)
-    seed_run(cfg)
+    streams = seed_run(cfg)
     check_peers(cfg)
-    peers = build_all(cfg)
+    peers = build_all(cfg, streams)
     task = build_task(cfg.task, peers[0].tok)
     last: dict[str, dict[str, float]] = {}
     tic = time.time()
@@ -543,13 +575,18 @@ def train(cfg: DictConfig, log_: Logger) -> dict[str, object]:
         acc = merge({n: last[n] for n in last}, {}).get("eval/id/greedy_acc", float("nan"))
         log_.progress(step, t.steps, acc=acc)
 
-    dropped = run_loop(cfg, peers, task, LocalExchange(), emit)
-    return finalize(cfg, last, {p.name: p.base_sha256 for p in peers}, dropped, time.time() - tic)
+    dropped = run_loop(cfg, streams, list(peers), task, LocalExchange(), emit)
+    shas = {p.name: p.base_sha256 for p in peers}
+    return finalize(cfg, last, {p.name: p.shares for p in peers}, shas, dropped, time.time() - tic)
 
 
-def build_all(cfg: DictConfig, names: list[str] | None = None) -> list[Peer]:
+def build_all(cfg: DictConfig, streams: Streams, names: list[str] | None = None) -> list[Peer]:
     """The peers named (default: all), in config order."""
-    return [build_peer(cfg, s) for s in cfg.trainer.peers if names is None or str(s.name) in names]
+    return [
+        build_peer(cfg, spec, i, streams)
+        for i, spec in enumerate(cfg.trainer.peers)
+        if names is None or str(spec.name) in names
+    ]
 
 
 def check_peers(cfg: DictConfig) -> None:
@@ -591,11 +628,19 @@ def check_peers(cfg: DictConfig) -> None:
 
 
 def finalize(
-    cfg, last: dict[str, dict[str, float]], shas: dict[str, str], dropped: dict[str, str], seconds: float
+    cfg,
+    last: dict[str, dict[str, float]],
+    run_shares: dict[str, dict[str, Share]],
+    shas: dict[str, str],
+    dropped: dict[str, str],
+    seconds: float,
 ):
-    """The run's final metrics: the last evaluation of every peer (and their means), the base
+    """The run's final metrics: the last evaluation of every peer (and their means), every share
+    pooled over the run (`peer/<name>/run/<stat>`, and over peers `run/<stat>`), the base
     checksums, and who was dropped."""
     final: dict[str, object] = dict(merge(last, {}))
+    totals = {n: {f"run/{k}": v for k, v in shares.items()} for n, shares in run_shares.items()}
+    final |= merge(totals, {})
     for spec in cfg.trainer.peers:
         name, want = str(spec.name), spec.get("base_sha256")
         got = shas.get(name, "")
@@ -687,8 +732,8 @@ def train_dist(cfg: DictConfig, log_: Logger) -> dict[str, object]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    last, shas, dropped = results
-    final = finalize(cfg, last, shas, dropped, time.time() - tic)
+    last, run_shares, shas, dropped = results
+    final = finalize(cfg, last, run_shares, shas, dropped, time.time() - tic)
     shutil.rmtree(out, ignore_errors=True)
     return final
 
@@ -696,7 +741,8 @@ def train_dist(cfg: DictConfig, log_: Logger) -> dict[str, object]:
 def _follow(cfg, out: Path, names: list[str], procs: dict[str, subprocess.Popen], store, log_: Logger):
     """Read the workers' metric lines as they come and log step s once every peer has sent it, has
     finished, or is dead; mark workers that exit abnormally as dead (spawn: the survivors stop
-    waiting for them). Returns (last evaluation per peer, base checksums, dropped peers)."""
+    waiting for them). Returns (last evaluation per peer, run shares per peer, base checksums,
+    dropped peers)."""
     t = cfg.trainer
     lines: dict[str, dict[int, dict]] = {n: {} for n in names}
     offsets = dict.fromkeys(names, 0)
@@ -729,7 +775,7 @@ def _follow(cfg, out: Path, names: list[str], procs: dict[str, subprocess.Popen]
         if not done and any(step not in lines[n] and n not in dead and n not in finals for n in names):
             time.sleep(0.2)
             continue
-        per_peer = {n: lines[n][step]["metrics"] for n in names if step in lines[n]}
+        per_peer = {n: from_json(lines[n][step]["metrics"]) for n in names if step in lines[n]}
         if per_peer:
             shared = next(lines[n][step]["shared"] for n in names if step in lines[n])
             for n, m in per_peer.items():
@@ -747,7 +793,8 @@ def _follow(cfg, out: Path, names: list[str], procs: dict[str, subprocess.Popen]
         for n, why in rec["dropped"].items():
             dropped.setdefault(n, why)
     shas = {n: rec["base_sha256"] for n, rec in finals.items()}
-    return last, shas, dropped
+    run_shares = {n: from_json(rec["shares"]) for n, rec in finals.items()}
+    return last, run_shares, shas, dropped
 
 
 def worker_main(config_path: str, out_dir: str) -> None:
@@ -772,21 +819,22 @@ def worker_main(config_path: str, out_dir: str) -> None:
         timeout=timedelta(seconds=cfg.trainer.peer_timeout),
         wait_for_workers=False,
     )
-    seed_run(cfg)
-    (peer,) = build_all(cfg, [name])
+    streams = seed_run(cfg)
+    (peer,) = build_all(cfg, streams, [name])
     task = build_task(cfg.task, peer.tok)
     sink = (Path(out_dir) / f"{name}.jsonl").open("a")
 
     def emit(step, per_peer, shared):
-        sink.write(json.dumps({"step": step, "metrics": per_peer[name], "shared": shared}) + "\n")
+        sink.write(json.dumps({"step": step, "metrics": to_json(per_peer[name]), "shared": shared}) + "\n")
         sink.flush()
 
     exchange = GlooExchange(store, name, names, cfg.trainer.peer_timeout)
     try:
-        dropped = run_loop(cfg, [peer], task, exchange, emit)
+        dropped = run_loop(cfg, streams, [peer], task, exchange, emit)
     finally:
         exchange.close()
-    sink.write(json.dumps({"final": True, "dropped": dropped, "base_sha256": peer.base_sha256}) + "\n")
+    final = {"final": True, "dropped": dropped, "base_sha256": peer.base_sha256}
+    sink.write(json.dumps(final | {"shares": to_json(peer.shares)}) + "\n")
     sink.close()
 
 

@@ -151,7 +151,8 @@ def update(learner: Learner, step: int) -> dict[str, float]:
 
             with torch.no_grad():
                 ent = (token_entropy(logits.detach()) * m).sum() / m.sum().clamp(min=1)
-            per_minibatch.append({"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item(), **pg_stats})
+            mb_stats = {"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item()}
+            per_minibatch.append(mb_stats | pg_stats)
     step_stats, shares = pool(per_minibatch)
     metrics |= {f"train/{k}": v for k, v in step_stats.items()}
     for k, v in shares.items():  # the run's totals
@@ -200,7 +201,7 @@ def pg_loss(
 def aggregation_coef(cfg: DictConfig, mask: torch.Tensor) -> torch.Tensor:
     """d loss / d loss_mat of `cfg.agg` on a batch with this mask (B, T): the weight each token's
     loss gets. The aggregations are linear in loss_mat, so this is exact."""
-    probe = torch.zeros(mask.shape, requires_grad=True)
+    probe = torch.zeros(mask.shape, device=mask.device, requires_grad=True)
     (coef,) = torch.autograd.grad(AGGREGATIONS[cfg.agg.name](probe, mask, **cfg.agg.kw), probe)
     return coef
 

@@ -35,10 +35,11 @@ def test_micro_peers_are_heterogeneous_and_share_one_tokenizer():
     m1, m3, lora = cfg.trainer.peers
     assert (m1.name, m3.name, lora.name) == ("m1", "m3", "m1lora")
     assert m1.model == cfg.model and m1.lora is None
-    assert (
-        m3.model.pretrain.mixture != m1.model.pretrain.mixture
-        and m3.model.pretrain.seed != m1.model.pretrain.seed
-    )
+    # m1 starts from the shipped base of seed 1 (base 0); m3 from its own pretraining (seed 1,
+    # another mixture), the same for every seed.
+    assert m3.model.pretrain.mixture != m1.model.pretrain.mixture
+    assert (m1.model.base, m3.model.base) == (0, 1)
+    assert compose("experiment=ftis/f_tis", "seed=2").trainer.peers[1].model.base == 1
     assert lora.lora is not None and lora.model == cfg.model
     count = lambda arch: sum(p.numel() for p in build_model(arch, 130, 0).parameters())  # noqa: E731
     assert 0.8e6 < count(m1.model.arch) < 1.0e6 and 2.7e6 < count(m3.model.arch) < 3.1e6
@@ -115,17 +116,17 @@ class Corrupting(LocalExchange):
 
 def test_a_malformed_message_drops_its_sender_by_name_and_the_others_go_on():
     cfg = compose("experiment=ftis/f_tis", *TINY, "trainer.steps=3")
-    collab.seed_run(cfg)
-    peers = collab.build_all(cfg)
+    streams = collab.seed_run(cfg)
+    peers = collab.build_all(cfg, streams)
     task = build_task(cfg.task, peers[0].tok)
     seen: dict[int, dict] = {}
     dropped = collab.run_loop(
-        cfg, peers, task, Corrupting("m3", 2), lambda s, per, sh: seen.__setitem__(s, per)
+        cfg, streams, peers, task, Corrupting("m3", 2), lambda s, per, sh: seen.__setitem__(s, per)
     )
     assert dropped == {"m3": "malformed message at step 2: checksum mismatch"}
     assert set(seen[1]) == {"m1", "m3", "m1lora"}
     assert set(seen[2]) == set(seen[3]) == {"m1", "m1lora"}
-    assert seen[3]["m1"]["train/other_frac"] == pytest.approx(1 / 2)
+    assert float(seen[3]["m1"]["train/other_frac"]) == pytest.approx(1 / 2)
 
 
 class Recording(LocalExchange):
@@ -138,13 +139,32 @@ class Recording(LocalExchange):
         return super().share(step, outgoing)
 
 
-def _messages(cfg):
-    collab.seed_run(cfg)
-    peers = collab.build_all(cfg)
+def _sent(cfg):
+    streams = collab.seed_run(cfg)
+    peers = collab.build_all(cfg, streams)
     task = build_task(cfg.task, peers[0].tok)
     ex = Recording()
-    collab.run_loop(cfg, peers, task, ex, lambda *a: None)
-    return {s: {n: decode_bundle(b) for n, b in sent.items()} for s, sent in ex.sent.items()}
+    collab.run_loop(cfg, streams, peers, task, ex, lambda *a: None)
+    return ex.sent
+
+
+def _messages(cfg):
+    return {s: {n: decode_bundle(b) for n, b in sent.items()} for s, sent in _sent(cfg).items()}
+
+
+def test_arms_with_the_same_seed_draw_the_same_prompts_and_first_samples():
+    """Named random streams: Alone and F-TIS (seed 1) send the same bytes at step 1 (same weights,
+    same prompts, same sampling noise) and the same prompts at step 2 (weights differ by then);
+    another seed draws other prompts."""
+    a = _sent(compose("experiment=ftis/alone", *TINY))
+    b = _sent(compose("experiment=ftis/f_tis", *TINY))
+    c = _sent(compose("experiment=ftis/f_tis", *TINY, "seed=4"))  # base (4 - 1) mod 3 = 0, as seed 1
+    assert a[1] == b[1] and a[1] != c[1]
+
+    def prompts(sent, step):
+        return {n: [p.tolist() for m in decode_bundle(b) for p in m.prompts] for n, b in sent[step].items()}
+
+    assert prompts(a, 2) == prompts(b, 2) != prompts(c, 2)
 
 
 def test_horizontal_groups_are_split_across_every_peer():
@@ -170,15 +190,19 @@ def test_stale_generators_sample_with_weights_k_updates_old():
             assert not set(fresh.group_ids) & set(stale.group_ids)
 
 
-def test_every_peer_logs_its_own_metrics_and_their_mean():
+def test_every_peer_logs_its_own_metrics_and_their_pool():
+    """Evaluations: the mean over peers. Shares (train/* ratios): Σ num / Σ den over the peers,
+    so between the peers' own values; and over the whole run in the final metrics (run/*)."""
     final, curves = train(compose("experiment=ftis/tis", *TINY))
-    for key in ("eval/id/greedy_acc", "eval/ood/greedy_acc", "train/entropy", "train/trunc_frac_other"):
-        per_peer = [
-            final.get(f"peer/{p}/{key}", curves.get(f"peer/{p}/{key}", [[0, math.nan]])[-1][1])
-            for p in ("m1", "m3", "m1lora")
-        ]
-        mean = final.get(key, curves.get(key, [[0, math.nan]])[-1][1])
-        assert mean == pytest.approx(float(np.mean(per_peer)))
+    last = lambda key: final.get(key, curves.get(key, [[0, math.nan]])[-1][1])  # noqa: E731
+    peers = ("m1", "m3", "m1lora")
+    for key in ("eval/id/greedy_acc", "eval/ood/greedy_acc"):
+        assert last(key) == pytest.approx(float(np.mean([last(f"peer/{p}/{key}") for p in peers])))
+    for key in ("train/entropy", "train/trunc_frac_other", "train/kl_other", "train/is/trunc_frac"):
+        per_peer = [last(f"peer/{p}/{key}") for p in peers]
+        assert min(per_peer) - 1e-6 <= last(key) <= max(per_peer) + 1e-6, key
+        run = [final[f"peer/{p}/run/{key.removeprefix('train/')}"] for p in peers]
+        assert min(run) - 1e-6 <= final[f"run/{key.removeprefix('train/')}"] <= max(run) + 1e-6, key
     assert len(final["peer/m3/base_sha256"]) == 64
 
 
