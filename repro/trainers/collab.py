@@ -636,11 +636,16 @@ def finalize(
     seconds: float,
 ):
     """The run's final metrics: the last evaluation of every peer (and their means), every share
-    pooled over the run (`peer/<name>/run/<stat>`, and over peers `run/<stat>`), the base
-    checksums, and who was dropped."""
+    pooled over the run (`peer/<name>/run/<stat>`, and over peers `run/<stat>`; `run/kl_gap` =
+    run/kl_other - run/kl_own), the base checksums, and who was dropped."""
     final: dict[str, object] = dict(merge(last, {}))
     totals = {n: {f"run/{k}": v for k, v in shares.items()} for n, shares in run_shares.items()}
     final |= merge(totals, {})
+    # How much further off-policy other peers' (or stale) samples are than the learner's own.
+    for prefix in [f"{PEER_PREFIX}{n}/" for n in totals] + [""]:
+        own, other = final.get(f"{prefix}run/kl_own"), final.get(f"{prefix}run/kl_other")
+        if own is not None and other is not None:
+            final[f"{prefix}run/kl_gap"] = float(other) - float(own)
     for spec in cfg.trainer.peers:
         name, want = str(spec.name), spec.get("base_sha256")
         got = shas.get(name, "")
