@@ -755,7 +755,8 @@ def _follow(cfg, out: Path, names: list[str], procs: dict[str, subprocess.Popen]
     dead: dict[str, str] = {}
     last: dict[str, dict[str, float]] = {}
     step = 0
-    while step <= t.steps:
+
+    def read_new_lines() -> None:
         for n in names:
             path = out / f"{n}.jsonl"
             if path.exists():
@@ -770,6 +771,9 @@ def _follow(cfg, out: Path, names: list[str], procs: dict[str, subprocess.Popen]
                         finals[n] = rec
                     else:
                         lines[n][rec["step"]] = rec
+
+    while step <= t.steps:
+        read_new_lines()
         for n, p in procs.items():
             if n in names and n not in dead and p.poll() not in (None, 0):
                 dead[n] = f"process exited with code {p.returncode}"
@@ -790,6 +794,7 @@ def _follow(cfg, out: Path, names: list[str], procs: dict[str, subprocess.Popen]
         step += 1
     for p in procs.values():
         p.wait()
+    read_new_lines()  # a peer writes its final line after its last step's: read it once it has exited
     if not finals:
         tails = "\n".join(f"--- {p.name}:\n" + p.read_text()[-3000:] for p in sorted(out.glob("*.log")))
         raise RuntimeError(f"every collaborating peer failed:\n{tails}")

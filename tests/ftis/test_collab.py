@@ -79,6 +79,8 @@ def test_one_process_per_peer_gives_the_same_numbers(launcher):
     final_b, b = train(compose(*overrides, "trainer.exchange=dist", f"trainer.launcher={launcher}"))
     assert comparable(a) == comparable(b)
     final_a.pop("train/seconds"), final_b.pop("train/seconds")
+    # Every peer's final line arrived (base checksum and run totals), also when it came last.
+    assert all(len(final_b[f"peer/{p}/base_sha256"]) == 64 for p in ("m1", "m3", "m1lora"))
     assert json.dumps(final_a, sort_keys=True) == json.dumps(final_b, sort_keys=True)
 
 
