@@ -2,7 +2,9 @@
 
     reward -> advantage -> is_weight -> objective -> aggregate
 
-plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers.
+plus DISTILL_LOSSES, the per-token losses of SFT-style and on-policy distillation trainers, and
+IS_FILTERS, per-completion filters of off-policy samples (a trainer that pools other policies'
+samples multiplies their keep flags into the IS weight).
 Beyond the basic functions of each stage: label-free rewards (label_free.py: answer votes,
 self-certainty), per-channel normalisation of several rewards (multi_reward.py: GDPO, channel
 shares) and covariance-based objectives (cov_objectives.py: KL-Cov, Clip-Cov).
@@ -35,7 +37,7 @@ from repro.algos import (  # noqa: F401  (registers)
 from repro.algos.advantages import ADVANTAGES
 from repro.algos.aggregation import AGGREGATIONS
 from repro.algos.distill import DISTILL_LOSSES
-from repro.algos.is_weights import IS_WEIGHTS
+from repro.algos.is_weights import IS_FILTERS, IS_WEIGHTS
 from repro.algos.objectives import CLIP_STATS, OBJECTIVES, RESCUES
 from repro.algos.rewards import REWARDS
 from repro.errors import ConfigError
@@ -46,6 +48,7 @@ __all__ = [
     "AGGREGATIONS",
     "CLIP_STATS",
     "DISTILL_LOSSES",
+    "IS_FILTERS",
     "IS_WEIGHTS",
     "OBJECTIVES",
     "PG_STAGES",
@@ -56,13 +59,14 @@ __all__ = [
 
 PG_STAGES = ("reward", "advantage", "is_weight", "objective", "agg")
 """The stages of the policy-gradient step; "loss" (trainer.loss, a DISTILL_LOSSES name) is the
-distillation trainers' one."""
+distillation trainers' one, "filter" (trainer.filter, an IS_FILTERS name) the collaborative one's."""
 _REGISTRIES = {"advantage": ADVANTAGES, "is_weight": IS_WEIGHTS, "objective": OBJECTIVES, "agg": AGGREGATIONS}
 
 
 def check_stages(cfg: DictConfig, stages: Iterable[str] = PG_STAGES) -> None:
     """Raise ConfigError naming the key if a stage the config picks (cfg.reward[i], cfg.advantage,
-    cfg.is_weight, cfg.objective, cfg.agg; "loss": cfg.trainer.loss) is not registered, or if a
+    cfg.is_weight, cfg.objective, cfg.agg; "loss": cfg.trainer.loss; "filter": cfg.trainer.filter,
+    an IS_FILTERS entry) is not registered, or if a
     stage rejects its kwargs on a 2x3 dummy batch: bad settings fail here, not mid-run."""
     stages = tuple(stages)
     picked = []  # (config key, registry, name)
@@ -71,6 +75,8 @@ def check_stages(cfg: DictConfig, stages: Iterable[str] = PG_STAGES) -> None:
     picked += [(f"{s}.name", reg, cfg[s].name) for s, reg in _REGISTRIES.items() if s in stages]
     if "loss" in stages:
         picked.append(("trainer.loss", DISTILL_LOSSES, cfg.trainer.loss))
+    if "filter" in stages:
+        picked.append(("trainer.filter.name", IS_FILTERS, cfg.trainer.filter.name))
     for key, reg, name in picked:
         try:
             reg[name]
@@ -89,6 +95,12 @@ def check_stages(cfg: DictConfig, stages: Iterable[str] = PG_STAGES) -> None:
             loss_mat, _ = OBJECTIVES[cfg.objective.name](logp, logp, torch.ones(2), mask, **cfg.objective.kw)
         if "agg" in stages:
             AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
+        if "filter" in stages:
+            IS_FILTERS[cfg.trainer.filter.name](logp, logp, mask, torch.ones(2), **cfg.trainer.filter.kw)
     except (TypeError, ValueError) as e:
-        keys = ", ".join(f"{s}.kw" for s in stages if s in _REGISTRIES or s == "reward")
+        keys = ", ".join(
+            "trainer.filter.kw" if s == "filter" else f"{s}.kw"
+            for s in stages
+            if s in _REGISTRIES or s in ("reward", "filter")
+        )
         raise ConfigError(f"{keys}: bad settings: {e}") from None

@@ -168,6 +168,105 @@ class GRPOConfig(TrainConfig):
         return self
 
 
+class FilterConfig(_Strict):
+    """`trainer.filter`: which completions count (repro.algos IS_FILTERS), applied per learner."""
+
+    name: str = Field(..., description="an IS_FILTERS name: none | adv_or_kl")
+    kw: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
+
+
+class PeerConfig(_Strict):
+    """One entry of `trainer.peers`: a participant with a model of its own."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_]+$", description="the peer's name (metrics peer/<name>/...)")
+    model: dict[str, Any] = Field(
+        ...,
+        description="its model, as the `model` group (micro | hf | gguf_pip); checked against "
+        "repro.config.schema's model schemas when the trainer starts (repro.trainers.collab.check_peers)",
+    )
+    lora: LoraConfig | None = Field(None, description="null = full fine-tune; else LoRA adapters only")
+    lr: float | None = Field(None, gt=0, description="its AdamW learning rate; null = trainer.lr")
+    base_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="expected sha256 of its base weights file; a rebuild that differs is recorded",
+    )
+
+
+@TRAINER_CONFIGS.register("collab_grpo")
+class CollabGRPOConfig(TrainConfig):
+    """repro/conf/trainer/collab_grpo.yaml: collaborative GRPO, peers with their own models pooling
+    their groups (repro/trainers/collab.py). Micro-scale values are ours unless marked."""
+
+    stages: ClassVar[tuple[str, ...]] = ("reward", "advantage", "is_weight", "objective", "agg", "filter")
+    name: Literal["collab_grpo"]
+    steps: int = Field(..., ge=0, description="steps: each generator samples, every peer makes one update")
+    prompts_per_step: int = Field(..., ge=1, description="prompts per generator per step (its share)")
+    group_size: int = Field(..., ge=2, description="G: completions per prompt")
+    temperature: float = Field(..., gt=0, description="sampling temperature of the rollouts")
+    layout: Literal["vertical", "horizontal"] = Field(
+        ..., description="vertical: each generator samples whole groups; horizontal: a share of every group"
+    )
+    pool: Literal["all", "own"] = Field(
+        ..., description="all: every peer trains on every group; own: only on its own (training alone)"
+    )
+    ratio_vs: Literal["learner", "generator"] = Field(
+        ...,
+        description="the objective's ratio: learner (pi/sg(pi) = 1: one step per batch, clipping inactive) "
+        "or generator (PPO-clip of pi / pi_generator)",
+    )
+    filter: FilterConfig
+    stale_lag: int = Field(
+        ..., ge=0, description="> 0: every peer also samples with its own weights from this many updates ago"
+    )
+    microbatch: int | None = Field(
+        ..., ge=1, description="sequences per forward/backward (gradients accumulated, one step); null = all"
+    )
+    exchange: Literal["local", "dist"] = Field(
+        ..., description="local: peers in one process, in turn; dist: one process per peer (gloo)"
+    )
+    launcher: Literal["spawn", "torchrun"] = Field(
+        ...,
+        description="dist: spawn (this process starts the peers and hosts the store; a dead peer is "
+        "dropped) or torchrun (its agent stops every peer when one fails)",
+    )
+    peer_timeout: float = Field(..., gt=0, description="seconds a peer waits for the others (dist)")
+    peers: list[PeerConfig] = Field(..., min_length=1, description="the participants, in rank order")
+    minibatches: int | None = _unused(
+        "unused: one optimizer step per batch; scale=tiny sets it for every trainer"
+    )
+
+    @field_validator("save")
+    @classmethod
+    def _no_save(cls, save: bool) -> bool:
+        if save:
+            raise ValueError("collab_grpo keeps no checkpoint (several peers, one model slot); set it false")
+        return save
+
+    @field_validator("peers")
+    @classmethod
+    def _model_kinds(cls, peers: list[PeerConfig]) -> list[PeerConfig]:
+        for i, p in enumerate(peers):
+            if p.model.get("kind") not in ("micro", "hf", "gguf_pip"):
+                raise ValueError(
+                    f"[{i}].model.kind: expected micro, hf or gguf_pip, got {p.model.get('kind')!r}"
+                )
+        return peers
+
+    @model_validator(mode="after")
+    def _peers_fit(self) -> CollabGRPOConfig:
+        names = [p.name for p in self.peers]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"peers: duplicate peer name(s) {', '.join(dup)}")
+        generators = len(self.peers) * (2 if self.stale_lag else 1)
+        if self.layout == "horizontal" and self.group_size < generators:
+            raise ValueError(
+                f"group_size: a horizontal group is split among the {generators} generators, so it needs "
+                f"at least that many completions, got {self.group_size}"
+            )
+        return self
+
+
 @TRAINER_CONFIGS.register("sft")
 class SFTConfig(TrainConfig):
     """repro/conf/trainer/sft.yaml: supervised fine-tuning on fixed demonstrations

@@ -1,4 +1,4 @@
-"""Bookkeeping every trainer shares (grpo, sft, opd, offline_distill, eval_only), so that a
+"""Bookkeeping every trainer shares (grpo, collab_grpo, sft, opd, offline_distill, eval_only), so that a
 trainer's loop is the algorithm:
 
     streams = seed_run(cfg)                          # torch threads; seeds; named random streams

@@ -88,8 +88,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         log.progress(step, t.steps, reward=metrics["train/reward_mean"], acc=last_eval["eval/id/greedy_acc"])
 
     final = dict(last_eval)
-    final["osc/reward"] = _diff_std(reward_curve)
-    final["osc/id_acc"] = _diff_std(acc_curve)
+    final["osc/reward"] = diff_std(reward_curve)
+    final["osc/id_acc"] = diff_std(acc_curve)
     final |= {f"run/{k}": float(v) for k, v in learner.shares.items()}
     final |= stability_summary(eval_steps, acc_curve)  # peak, end/peak, collapse step of id accuracy
     final["train/seconds"] = time.time() - t0
@@ -144,24 +144,66 @@ def update(learner: Learner, step: int) -> dict[str, float]:
             m = mask[idx]  # (b, T)
             # The sampler's log-probs are at the sampling temperature: compare like with like.
             at_T = logp if t.temperature == 1 else token_logp(logits, roll.completion_ids[idx], t.temperature)
-            w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
-                at_T.detach(), roll.sampler_logp[idx], m, **cfg.is_weight.kw
-            )  # (b, T)
-            loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
-                logp, old_logp[idx], adv[idx], m, generator=rescue, **cfg.objective.kw
-            )  # (b, T)
-            loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, m, **cfg.agg.kw)
+            loss, pg_stats = pg_loss(
+                cfg, logp, old_logp[idx], adv[idx], m, at_T, roll.sampler_logp[idx], generator=rescue
+            )
             grad_norm = optimizer_step(model, learner.opt, loss, t, step)
 
             with torch.no_grad():
                 ent = (token_entropy(logits.detach()) * m).sum() / m.sum().clamp(min=1)
-            mb_stats = {"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item(), **obj_stats}
-            per_minibatch.append(mb_stats | {f"is/{k}": float(v) for k, v in w_stats.items()})
+            mb_stats = {"loss": loss.item(), "grad_norm": grad_norm, "entropy": ent.item()}
+            per_minibatch.append(mb_stats | pg_stats)
     step_stats, shares = pool(per_minibatch)
     metrics |= {f"train/{k}": v for k, v in step_stats.items()}
     for k, v in shares.items():  # the run's totals
         learner.shares[k] = learner.shares[k] + v if k in learner.shares else v
     return metrics
+
+
+def pg_loss(
+    cfg: DictConfig,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    logp_at_T: torch.Tensor,
+    sampler_logp: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    keep: torch.Tensor | None = None,
+    agg_coef: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, Share | torch.Tensor]]:
+    """Stages 3-5 on one batch: is_weight -> objective -> aggregate. Returns the loss to minimise
+    and the stages' stats (objective stats by name, IS-weight stats as `is/<name>`; shares as Share).
+
+    logp (b, T) with gradient; old_logp (b, T); adv (b,); mask (b, T) bool; logp_at_T (b, T): the
+    learner's log-probs at the sampling temperature (logp itself at temperature 1), compared with
+    the sampler's `sampler_logp` (b, T) by the IS weight. generator: a stochastic objective's noise.
+    keep (b,): 0/1 per completion from an IS filter (repro.algos IS_FILTERS), multiplied into the
+    weight; None keeps all. agg_coef (b, T): d loss / d loss_mat of the aggregation over a larger
+    batch this one is a chunk of (every aggregation is linear in loss_mat), so that summing the
+    chunks' losses gives the whole batch's loss; None aggregates this batch on its own."""
+    w, w_stats = IS_WEIGHTS[cfg.is_weight.name](
+        logp_at_T.detach(), sampler_logp, mask, **cfg.is_weight.kw
+    )  # (b, T)
+    if keep is not None:
+        w = w * keep[:, None]
+    loss_mat, obj_stats = OBJECTIVES[cfg.objective.name](
+        logp, old_logp, adv, mask, generator=generator, **cfg.objective.kw
+    )  # (b, T)
+    if agg_coef is None:
+        loss = AGGREGATIONS[cfg.agg.name](loss_mat * w, mask, **cfg.agg.kw)
+    else:
+        loss = (agg_coef * loss_mat * w).where(mask, 0.0).sum()
+    return loss, dict(obj_stats) | {f"is/{k}": v for k, v in w_stats.items()}
+
+
+def aggregation_coef(cfg: DictConfig, mask: torch.Tensor) -> torch.Tensor:
+    """d loss / d loss_mat of `cfg.agg` on a batch with this mask (B, T): the weight each token's
+    loss gets. The aggregations are linear in loss_mat, so this is exact."""
+    probe = torch.zeros(mask.shape, device=mask.device, requires_grad=True)
+    (coef,) = torch.autograd.grad(AGGREGATIONS[cfg.agg.name](probe, mask, **cfg.agg.kw), probe)
+    return coef
 
 
 def pool(per_minibatch: list[dict[str, float | Share]]) -> tuple[dict[str, float], dict[str, Share]]:
@@ -247,7 +289,7 @@ def rollout_and_reward(
         "reward_stats": {k: sum(v) / len(v) for k, v in reward_stats.items()},
     }
     pad = learner.backend.tok.pad_token_id
-    return _cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
+    return cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
 
 
 def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -263,7 +305,8 @@ def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mas
     }
 
 
-def _cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
+def cat_rollouts(rolls: list[Rollout], pad: int) -> Rollout:
+    """One Rollout of several: prompts left-padded and completions right-padded to the widest."""
     if len(rolls) == 1:
         return rolls[0]
     P = max(r.prompt_ids.shape[1] for r in rolls)
@@ -285,7 +328,7 @@ def _channel_names(names: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}{k}" for k, n in enumerate(names)]
 
 
-def _diff_std(xs: list[float]) -> float:
+def diff_std(xs: list[float]) -> float:
     """Oscillation of a curve: sd of its step-to-step differences (NaN below 3 points)."""
     xs = [x for x in xs if not math.isnan(x)]
     if len(xs) < 3:

@@ -209,3 +209,77 @@ def clip_stats(ratio: Tensor, adv: Tensor, mask: Tensor, eps_low: float, eps_hig
         "kl_k3": frac("k3"),
         "ratio_max": r_max,
     }
+
+
+# ------------------------------------------------------------------------------------------
+# IS weights and filters against the sampler (collaborative / off-policy training)
+# ------------------------------------------------------------------------------------------
+
+
+def tis_weight(logp: Tensor, sampler_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """min(exp(logp - sampler_logp), cap) per valid token, 1 at padding."""
+    B, T = logp.shape
+    out = torch.ones(B, T, dtype=torch.float64)
+    for b in range(B):
+        for t in range(T):
+            if mask[b, t]:
+                out[b, t] = min(math.exp(float(logp[b, t]) - float(sampler_logp[b, t])), cap)
+    return out
+
+
+def k3_token(lp: float, sp: float) -> float:
+    """exp(sampler - learner) - (sampler - learner) - 1 for one token."""
+    d = sp - lp
+    return math.exp(d) - d - 1
+
+
+def sequence_kl(logp: Tensor, sampler_logp: Tensor, mask: Tensor, kl: str) -> list[float]:
+    """Per completion: the sum ("seq") or the mean per valid token ("token_mean") of k3."""
+    out = []
+    for b in range(logp.shape[0]):
+        vals = [
+            k3_token(float(logp[b, t]), float(sampler_logp[b, t])) for t in range(logp.shape[1]) if mask[b, t]
+        ]
+        total = sum(vals)
+        out.append(total if kl == "seq" else (total / len(vals) if vals else 0.0))
+    return out
+
+
+def adv_or_kl_keep(logp, sampler_logp, mask, adv, kl: str, threshold: float) -> list[float]:
+    """1 if A > 0 or KL < threshold, else 0, one completion at a time."""
+    kls = sequence_kl(logp, sampler_logp, mask, kl)
+    return [1.0 if float(adv[b]) > 0 or kls[b] < threshold else 0.0 for b in range(len(kls))]
+
+
+def ftis_loss(
+    logp: Tensor,
+    sampler_logp: Tensor,
+    mask: Tensor,
+    rewards: Tensor,
+    group: Tensor,
+    cap: float,
+    kl: str,
+    threshold: float,
+) -> Tensor:
+    """The F-TIS loss of a batch, term by term (one optimizer step per batch, so R = pi/sg(pi) = 1
+    and the clipped term is R * A):
+        L = 1/N sum_i keep_i 1/|a_i| sum_t -sg(min(rho_it, C)) * A_i * R_it
+    A_i: the group z-score over *all* members of i's group (filtered ones included); keep_i from
+    A_i and the learner-sampler KL; N: completions with at least one valid token."""
+    adv = grpo_advantage(rewards[:, None], group, None, 1e-6, True)
+    keep = adv_or_kl_keep(logp.detach(), sampler_logp, mask, adv, kl, threshold)
+    w = tis_weight(logp.detach(), sampler_logp, mask, cap)
+    B, T = logp.shape
+    terms, n = [], 0
+    for b in range(B):
+        length = int(mask[b].sum())
+        if length == 0:
+            continue
+        n += 1
+        for t in range(T):
+            if mask[b, t]:
+                ratio = torch.exp(logp[b, t] - logp[b, t].detach())  # value 1, gradient d logp
+                terms.append(-keep[b] * float(w[b, t]) * float(adv[b]) * ratio / length)
+    if not terms:
+        return torch.zeros((), dtype=logp.dtype)
+    return torch.stack(terms).sum() / max(n, 1)
