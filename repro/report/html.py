@@ -478,13 +478,11 @@ def summary_page(papers: Sequence[PaperReport], site_dir: Path) -> str:
             for scale, rows in p.evaluated.results.items():
                 for r in rows:
                     if r.claim is c:
-                        link = (
-                            href(site_dir / p.slug / PAPER_PAGE, site_dir) + "#" + claim_anchor(scale, c.id)
-                        )
-                        links.append(
-                            f'<a href="{link}"><code>{esc(c.id)}</code></a> ({esc(scale)}: '
-                            f"{esc(c.source)}) {badge(r.verdict)}"
-                        )
+                        name = f"<code>{esc(c.id)}</code>"
+                        if p.comparison is not None:  # the paper page has the claim rows to link to
+                            target = href(site_dir / p.slug / PAPER_PAGE, site_dir)
+                            name = f'<a href="{target}#{claim_anchor(scale, c.id)}">{name}</a>'
+                        links.append(f"{name} ({esc(scale)}: {esc(c.source)}) {badge(r.verdict)}")
         for s in p.evaluated.paper.summary_only:
             grouped.setdefault((s.value, s.source, s.correction), []).append("no row measures it")
         if not grouped:
