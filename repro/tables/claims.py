@@ -156,7 +156,8 @@ UNDERPOWERED, UNTESTABLE = "underpowered", "untestable at this scale"
 ROLES = ("paper", "summary", "precondition")
 VERDICTS = {
     REPRODUCED: "the 95% CI excludes 0 on the predicted side, reaches beyond min_effect, and overlaps "
-    "the claimed range if one is given; for a value claim, the CI overlaps the claimed range; for a "
+    "the claimed range if one is given; for a value claim, the CI overlaps the claimed range and the "
+    "mean lies in it; for a "
     "'no effect' claim (direction 0), the CI rules out a helpful effect of min_effect or more; for a "
     "'no difference' claim (better 0), the CI lies within ±min_effect.",
     DIRECTION_ONLY: "the CI excludes 0 on the predicted side but misses the claimed range.",
@@ -164,7 +165,8 @@ VERDICTS = {
     "on the wrong side of 0, or within ±min_effect); for a value claim, the CI misses the claimed "
     "range; for a 'no effect' claim, the CI excludes 0 on the helping side; for a 'no difference' "
     "claim, the CI lies wholly above +min_effect or wholly below −min_effect.",
-    INCONCLUSIVE: "fewer than 2 usable seeds (no CI), or the CI contains 0 and reaches beyond ±min_effect "
+    INCONCLUSIVE: "fewer than 2 usable seeds (no CI); for a value claim, the CI overlaps the claimed "
+    "range but the mean lies outside it; or the CI contains 0 and reaches beyond ±min_effect "
     "(for a 'no difference' claim: the CI crosses +min_effect or −min_effect) although the design "
     "could detect min_effect (MDE ≤ min_effect).",
     UNDERPOWERED: "as inconclusive, but the design could not have decided: the minimum detectable effect "
@@ -996,7 +998,10 @@ def verdict(measure: Measure, est: Estimate) -> str:
     lo, hi = est.ci
     if measure.kind in ("value", "config_diff"):
         rlo, rhi = measure.range  # type: ignore[misc]
-        return REPRODUCED if lo <= rhi and hi >= rlo else NOT_REPRODUCED
+        if lo > rhi or hi < rlo:
+            return NOT_REPRODUCED
+        # The CI overlaps the range: the mean must lie in it too, else the data favour neither.
+        return REPRODUCED if rlo <= est.mean <= rhi else INCONCLUSIVE
     m = measure.min_effect
     if measure.direction == 0 and measure.better == 0:
         # Equivalence: the CI must sit inside the band ±min_effect; wholly outside it on one side refutes.

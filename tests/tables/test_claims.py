@@ -94,11 +94,15 @@ def test_verdict_branches(measure, ci, expected):
     assert verdict(measure, est(*ci)) == expected
 
 
-def test_value_verdict_is_range_overlap():
+def test_value_verdict_needs_overlap_and_the_mean_in_range():
     m = Measure("value", "train/toy_share", arm="base", at="mean", range=(0.28, 0.35))
-    assert verdict(m, est(0.30, 0.40)) == REPRODUCED
+    assert verdict(m, est(0.26, 0.40)) == REPRODUCED  # mean 0.33 in range
     assert verdict(m, est(0.10, 0.20)) == NOT_REPRODUCED
     assert verdict(m, est(0.36, 0.40)) == NOT_REPRODUCED
+    # Overlap alone is not enough: a wide CI around a mean outside the range decides nothing
+    # (the committed clipping table had 0.253, CI [0.086, 0.421], against 0.28-0.35).
+    assert verdict(m, Estimate(0.253, 0.067, 3, (0.086, 0.421), (1, 2, 3))) == INCONCLUSIVE
+    assert verdict(m, est(0.30, 0.42)) == INCONCLUSIVE  # mean 0.36 above the range
 
 
 def test_one_seed_is_inconclusive():
