@@ -9,12 +9,16 @@
 Both write a temp file in the target's folder (same file system), fsync it, set its mode and
 os.replace it over the target; on any error the temp file is removed and the target untouched.
 A target whose bytes would not change is left alone (its modification time too).
+
+    sha256_file(path)                             # hex sha256 of a file's bytes, read in 1 MiB blocks
+
 A leaf module: it imports nothing from repro.
 """
 
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -50,3 +54,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644
     with atomic_path(path, mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

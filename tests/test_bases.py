@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 from repro import cli, config
 from repro.config.schema import N_BASES
 from repro.errors import ConfigError
+from repro.io import sha256_file
 from repro.models import weights_provenance
-from repro.models.micro import BASES_DIR, MANIFEST, WEIGHTS, base_checkpoint, pretrain_key, sha256_file
+from repro.models.micro import BASES_DIR, MANIFEST, WEIGHTS, base_checkpoint, pretrain_key
 
 
 @pytest.mark.parametrize("k", range(N_BASES))

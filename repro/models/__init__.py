@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from repro import devices
 from repro.errors import ConfigError
+from repro.io import sha256_file
 from repro.models.gguf_pip import convert_gguf_pip, gguf_pip_folder, load_gguf_pip
 from repro.models.micro import (
     WEIGHTS,
@@ -32,7 +33,6 @@ from repro.models.micro import (
     load_checkpoint,
     load_or_pretrain,
     micro_folder,
-    sha256_file,
 )
 
 MODEL_KINDS = ("micro", "hf", "gguf_pip")

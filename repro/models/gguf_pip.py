@@ -9,7 +9,6 @@ once as a safetensors folder, `<cache_dir>/hf_models/<name>/`, which later loads
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -21,15 +20,8 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from repro.errors import ConfigError
+from repro.io import sha256_file
 from repro.locking import file_lock
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str) -> Path:
@@ -37,7 +29,7 @@ def verify_sha256(path: str | Path, expected: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found (expected sha256 {expected})")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected.lower():
         raise ConfigError(
             f"{path}: sha256 {actual} does not match the expected {expected}; delete it and run again "

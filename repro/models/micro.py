@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from repro.errors import ConfigError
+from repro.io import sha256_file
 from repro.locking import file_lock
 from repro.progress import ProgressReport
 from repro.tasks.arith import ArithWorld
@@ -116,15 +117,6 @@ def pretrain_spec(task_cfg: DictConfig, model_cfg: DictConfig) -> dict[str, Any]
 
 def pretrain_key(task_cfg: DictConfig, model_cfg: DictConfig) -> str:
     return _hash(pretrain_spec(task_cfg, model_cfg))
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_dir(base: int) -> Path:

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from repro import config
 from repro.errors import ConfigError
 from repro.eval.lm_eval_tasks import build_tasks, gsm8k_task, mmlu_tasks, truthfulqa_task
-from repro.models.gguf_pip import sha256_of, verify_sha256
+from repro.io import sha256_file
+from repro.models.gguf_pip import verify_sha256
 
 EVAL_CFG = OmegaConf.create(
     {
@@ -77,7 +78,7 @@ def test_mmlu_subjects_and_unknown_names(data_root):
 def test_verify_sha256_accepts_right_rejects_wrong(tmp_path):
     f = tmp_path / "model.gguf"
     f.write_bytes(b"not really a model")
-    good = sha256_of(f)
+    good = sha256_file(f)
     assert verify_sha256(f, good) == f
     with pytest.raises(ConfigError) as err:
         verify_sha256(f, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
