@@ -41,7 +41,14 @@ import torch
 import torch.nn.functional as F
 from transformers import StopStringCriteria
 
-from repro.rollout import ROLLOUT_BACKENDS, HFGenerateBackend, Rollout, completion_mask, sequence_logits
+from repro.rollout import (
+    ROLLOUT_BACKENDS,
+    HFGenerateBackend,
+    Rollout,
+    call_seed,
+    completion_mask,
+    sequence_logits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -449,8 +456,7 @@ class EngineBackend:
                 seed=seed,
                 generator=generator,
             )
-        if generator is not None:  # one draw from the run's stream seeds this call (as the hf backend)
-            seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        seed = call_seed(generator, seed)  # one draw from the run's stream seeds this call
         # The sampling noise comes from a private generator on the model's device (the global one is
         # left alone); seeded with the same seed it draws what the global one would after manual_seed.
         noise_gen = None if seed is None else torch.Generator(lean.embed.device).manual_seed(seed)

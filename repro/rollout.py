@@ -98,6 +98,14 @@ def make_backend(name: str, tok, stop_strings=None) -> RolloutBackend:
     return cls(tok, stop_strings=stop_strings)
 
 
+def call_seed(generator: torch.Generator | None, seed: int | None, high: int = 2**62) -> int | None:
+    """The seed of one `generate` call: one draw in [0, high) from `generator` (a run's named
+    stream) when given, else `seed` (None: the backend draws from torch's global generator)."""
+    if generator is None:
+        return seed
+    return int(torch.randint(high, (1,), generator=generator).item())
+
+
 def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     """(B, T) bool: tokens up to and including the first eos."""
     is_eos = ids == eos_id
@@ -130,12 +138,11 @@ class HFGenerateBackend:
         seed=None,
         generator=None,
     ):
-        if generator is None and seed is None:
+        seed = call_seed(generator, seed)
+        if seed is None:
             return self._generate(model, prompts, n, max_new_tokens, temperature, greedy)
-        # `generate` samples from torch's global generator: seed it privately for this call (one
-        # draw from `generator`), leaving the global stream as it was.
-        if generator is not None:
-            seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        # `generate` samples from torch's global generator: seed it privately for this call,
+        # leaving the global stream as it was.
         # (On a GPU `generate` draws from the model's CUDA generator: fork that one too.)
         cuda = [model.device] if model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):

@@ -43,7 +43,7 @@ import torch
 
 from repro import devices
 from repro.errors import ConfigError
-from repro.rollout import ROLLOUT_BACKENDS, Rollout, completion_mask, sequence_logits
+from repro.rollout import ROLLOUT_BACKENDS, Rollout, call_seed, completion_mask, sequence_logits
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         llm = self.engine(model)
-        if generator is not None:  # one draw from the run's stream seeds this call
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+        seed = call_seed(generator, seed, high=2**31 - 1)  # one draw from the run's stream seeds this call
         if seed is None:  # draw from torch's stream, so a seeded run stays deterministic
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         params = SamplingParams(
