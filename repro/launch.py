@@ -5,7 +5,7 @@
                                                #   rest as arms x seeds in waves, build tables
     rc = reproduce(slug, power=True)           # + the seeds each claim needs for 80% power
     rc = reproduce(slug, reuse=True)           # + copy other arms' records of the same runs
-    line, ok = build_tables(slug, results_dir, tables_dir)
+    outcome = make_tables(slug, results_dir, tables_dir)   # .line, .ok, .verdicts
 
 Every Hydra job runs `job(cfg)`: finalize the config (paper/arm from the experiment path,
 validation), then `runner.run_one`. A job never raises, so a multirun goes on past a failed or
@@ -175,14 +175,8 @@ def sweep_signals(sweep: SweepProgress) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
 
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old:
-        signal.signal(s, handler)
-    try:
+    with runner.handling_signals(handler):
         yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def launch(overrides: Sequence[str], multirun: bool, label: str = "sweep") -> list[dict[str, Any]]:
@@ -739,9 +733,11 @@ def make_tables(
     suite_seeds: Sequence[int] | None = None,
     require_head: str | None = None,
 ) -> TablesOutcome:
-    """Build one paper's tables (see `build_tables`); never raises. `verdicts` lists the claims
-    judged at `scales` (default: every scale). `suite_seeds` (default: the suite's) say which tier
-    made the table; `require_head`: a commit every record (of `scales`, default all) must come from."""
+    """Build one paper's tables; never raises. The package README's arm table is regenerated from
+    its YAML files first; a paper without claimed.yaml is skipped; any other error is reported in
+    `line` (runs are recorded). `verdicts` lists the claims judged at `scales` (default: every
+    scale). `suite_seeds` (default: the suite's) say which tier made the table; `require_head`: a
+    commit every record (of `scales`, default all) must come from."""
     from repro.tables.arms import arm_table, sync_readme  # tables pull in scipy: not at start-up
 
     try:
@@ -933,29 +929,3 @@ def pretrain(base: int, overrides: Sequence[str] = (), ship: bool = False) -> in
     else:
         print(f"  DIFFERS from the shipped base with the same spec: max |dw| = {r['max_abs_diff']:.3g}")
     return 0 if ship else 1
-
-
-def build_tables(
-    slug: str,
-    results_dir: Path,
-    tables_dir: Path,
-    force: bool = False,
-    suite_seeds: Sequence[int] | None = None,
-    require_head: str | None = None,
-    head_scales: Sequence[str] | None = None,
-) -> tuple[str, bool]:
-    """Build one paper's tables: (one line saying what happened, ok). The package README's arm
-    table is regenerated from its YAML files first. A paper without claimed.yaml is skipped; any
-    other error is reported, not raised (runs are recorded). `suite_seeds` (default: the suite's)
-    say which tier made the table; `require_head`: a commit every record (of `head_scales`) must
-    come from."""
-    outcome = make_tables(
-        slug,
-        results_dir,
-        tables_dir,
-        force,
-        suite_seeds=suite_seeds,
-        require_head=require_head,
-        scales=head_scales,
-    )
-    return outcome.line, outcome.ok

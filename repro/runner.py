@@ -155,6 +155,14 @@ def signals_raise() -> Iterator[None]:
         ignore_signals()
         raise Interrupted(signum)
 
+    with handling_signals(handler):
+        yield
+
+
+@contextlib.contextmanager
+def handling_signals(handler: Any) -> Iterator[None]:
+    """During the block `handler` handles SIGINT and SIGTERM; the previous handlers come back
+    afterwards (main thread only, as `signal.signal` requires)."""
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
         signal.signal(s, handler)
