@@ -14,7 +14,7 @@
     repro reproduce <paper> --power [--max-seeds 30]     + the seeds each claim needs for 80% power
     repro tables [paper ...] [--force] [--require-head]  paper_tables/<paper>/comparison.md
     repro report [--browser] [--screenshots DIR]         site paper_tables/index.html, README results
-    repro pretrain [--base K] [overrides ...]            rebuild a shipped micro base, compare checksums
+    repro pretrain [--base K] [--ship] [--name N] [...]   rebuild a shipped micro base, compare checksums
     repro list                                           papers (implemented or not), arms, records
     repro mlflow-import [paper ...] [--uri URI]          load the committed records into MLflow
     repro eval model=smollm2_135m tasks=[gsm8k,mmlu]     real benchmarks through lm-eval
@@ -197,7 +197,7 @@ def cmd_tables(ns: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(ns: argparse.Namespace) -> int:
-    return launch.pretrain(ns.base, ns.overrides, ship=ns.ship)
+    return launch.pretrain(ns.base, ns.overrides, ship=ns.ship, name=ns.name)
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
@@ -441,6 +441,11 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--base", type=int, default=0, help="base index = pretraining seed (default 0)")
     p.add_argument(
         "--ship", action="store_true", help="write it over repro/bases/micro/base<K> (maintainers)"
+    )
+    p.add_argument(
+        "--name",
+        help="with --ship: the folder under repro/bases/micro/ for a base other than the main model's "
+        "(e.g. m3_base1, F-TIS's larger peer); runs find it by its spec",
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides (task.*, model.*)")
     rep = _Parser(prog="repro report", description=cmd_report.__doc__, formatter_class=fmt)

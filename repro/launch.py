@@ -288,9 +288,10 @@ class Pair:
     reuse: Path | None = None  # --reuse: another arm's record of the same run, copied instead of run
 
 
-def check_record(ident: runner.Identity, code: tuple[str, bool | None, str | None]) -> tuple[bool, str]:
+def check_record(ident: runner.Identity, code: CodeState) -> tuple[bool, str]:
     """(up to date, why): the record at the job's path is a finished run of the same config hash,
-    code (git commit, and uncommitted changes if any) and base model checksum. A missing value on
+    code (`provenance.code_sha256`; for records without it, the git commit and uncommitted changes)
+    and base model checksum. A missing value on
     either side counts as unknown: the run is redone. A record copied from another arm (--reuse)
     carries that arm's code and base checksum, so it is up to date on the same terms."""
     path = ident.record_path
@@ -307,18 +308,51 @@ def check_record(ident: runner.Identity, code: tuple[str, bool | None, str | Non
     return same_code_and_base(rec, ident, code)
 
 
-def same_code_and_base(
-    rec: dict[str, Any], ident: runner.Identity, code: tuple[str, bool | None, str | None]
-) -> tuple[bool, str]:
-    """(True, "up to date") if record `rec` was made by this code (git commit, and uncommitted
-    changes if any) from the weights `ident` starts from (`base_sha256`); else (False, why)."""
+@dataclass(frozen=True)
+class CodeState:
+    """The code a run would be made by now: git commit, uncommitted changes, and the fingerprint of
+    the code that computes runs (`provenance.code_sha256`)."""
+
+    sha: str
+    dirty: bool | None
+    diff: str | None
+    fingerprint: str
+
+    @classmethod
+    def of(cls, root: Path) -> CodeState:
+        sha, dirty = provenance.git_state(root)
+        diff = provenance.git_diff_sha256(root) if dirty else None
+        return cls(sha, dirty, diff, provenance.code_sha256(root))
+
+
+def same_code(rec: dict[str, Any], code: CodeState) -> tuple[bool, str]:
+    """(True, "same code") if record `rec` was made by the code of `code`: the same fingerprint of
+    the code that computes runs, or, for a record made before fingerprints, the same git commit
+    (and the same uncommitted changes, if any); else (False, why)."""
     prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
-    sha, dirty, diff = code
+    if prov.get("code_sha256"):
+        if prov["code_sha256"] != code.fingerprint:
+            return (
+                False,
+                f"code changed (record's code {prov['code_sha256'][:10]}, now {code.fingerprint[:10]})",
+            )
+        return True, "same code"
+    sha = code.sha
     if sha == provenance.UNKNOWN or prov.get("git_sha") != sha:
         return False, f"code changed (record {str(prov.get('git_sha'))[:10]}, now {sha[:10]})"
-    if dirty or prov.get("git_dirty"):  # same commit, but uncommitted changes on either side
-        if dirty is None or diff is None or prov.get("git_diff_sha256") != diff:
+    if code.dirty or prov.get("git_dirty"):  # same commit, but uncommitted changes on either side
+        if code.dirty is None or code.diff is None or prov.get("git_diff_sha256") != code.diff:
             return False, "uncommitted code changes differ"
+    return True, "same code"
+
+
+def same_code_and_base(rec: dict[str, Any], ident: runner.Identity, code: CodeState) -> tuple[bool, str]:
+    """(True, "up to date") if record `rec` was made by this code (`same_code`) from the weights
+    `ident` starts from (`base_sha256`); else (False, why)."""
+    prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
+    ok, why = same_code(rec, code)
+    if not ok:
+        return ok, why
     if not prov.get("base_sha256"):
         return False, "record has no base model checksum"
     now = ident.base_sha256()
@@ -329,7 +363,7 @@ def same_code_and_base(
     return True, "up to date"
 
 
-def reuse_source(ident: runner.Identity, code: tuple[str, bool | None, str | None]) -> Path | None:
+def reuse_source(ident: runner.Identity, code: CodeState) -> Path | None:
     """--reuse: the record of another arm (of any package) this canonical job may copy instead of
     running: a finished canonical run at the same scale and seed whose config is this job's but for
     its paper and arm names (`provenance.reuse_key`, upstream stages applied), made by the same
@@ -354,9 +388,7 @@ def plan_pairs(
     Each pair is composed with its own seed (the seed decides more than `seed`: a micro run's
     default base model, `model.base`). With `reuse`, a pair that is not up to date gets the record
     of another arm it may copy instead of running (`reuse_source`); --force runs every pair."""
-    root = config.find_root()
-    sha, dirty = provenance.git_state(root)
-    code = (sha, dirty, provenance.git_diff_sha256(root) if dirty else None)
+    code = CodeState.of(config.find_root())
     pairs = []
     for arm, arm_seeds in seeds_of.items():
         for seed in arm_seeds:
@@ -902,18 +934,30 @@ def _print_plan(
     print(f"  total: {total} runs, ~{hours:.1f} CPU-hours (~{hours / max(1, jobs):.1f} h at {jobs} jobs)")
 
 
-def pretrain(base: int, overrides: Sequence[str] = (), ship: bool = False) -> int:
+def pretrain(base: int, overrides: Sequence[str] = (), ship: bool = False, name: str | None = None) -> int:
     """`repro pretrain --base k`: rebuild micro base k (1 thread) and say whether its weights match
-    the shipped checksum. With `ship`, the rebuilt base replaces the shipped folder."""
+    the shipped checksum of the same spec. With `ship`, the rebuilt base replaces the shipped folder
+    (`base<k>`, or `name` for a base other than the main model's, e.g. a peer of another size)."""
     with config.hydra_app() as hydra:
         cfg = config.compose(hydra, [f"model.base={base}", *overrides])
     if cfg.model.kind != "micro":
         raise ConfigError(f"model.kind: `repro pretrain` builds micro bases, got {cfg.model.kind!r}")
-    from repro.models.micro import rebuild_base, shipped_dir
+    from repro.models.micro import pretrain_key, read_manifest, rebuild_base, shipped_dir
 
-    out = (
-        shipped_dir(base) if ship else Path(cfg.paths.cache_dir) / "micro_models" / "rebuilt" / f"base{base}"
-    )
+    folder = name or f"base{base}"
+    if name is not None and (not name.replace("_", "").isalnum() or name.startswith("base")):
+        raise ConfigError(
+            f"--name: a folder name of letters, digits and _ not starting with 'base', got {name!r}"
+        )
+    out = shipped_dir(base, name) if ship else Path(cfg.paths.cache_dir) / "micro_models" / "rebuilt" / folder
+    there = read_manifest(out) if ship else None
+    if (
+        ship
+        and name is not None
+        and there is not None
+        and there["pretrain_key"] != pretrain_key(cfg.task, cfg.model)
+    ):
+        raise ConfigError(f"--name {name}: {out} holds a base of another spec; pick another name")
     print(f"repro pretrain: base {base} (pretraining seed {base}), 1 thread -> {out}", flush=True)
     r = rebuild_base(cfg.task, cfg.model, out)
     print(f"  rebuilt in {r['seconds']:.0f} s; weights sha256 {r['sha256']}")

@@ -73,6 +73,35 @@ def git_diff_sha256(root: str | os.PathLike[str]) -> str | None:
     return hashlib.sha256(diff.encode()).hexdigest()
 
 
+# The code that computes a run: the library's and the experiment packages' Python files. Left out:
+# the modules that only read records (tables, the report, the MLflow import). Configs are not
+# code here: what they resolve to is in the config hash, and the shipped bases have their own
+# checksum (`base_sha256`).
+CODE_EXCLUDED = ("tables/", "report/", "mlflow_import.py")
+
+
+def code_sha256(root: str | os.PathLike[str], package: str | os.PathLike[str] | None = None) -> str:
+    """sha256 over the path and bytes of every Python file that computes runs: the `repro` package
+    that is imported (or `package`) minus `CODE_EXCLUDED`, and `<root>/experiments/`'s. Two runs
+    with the same fingerprint ran the same code whatever their git commits, so a commit that
+    touches only docs, tests, tables or records leaves the records current."""
+    if package is None:
+        import repro
+
+        package = Path(repro.__file__).parent
+    experiments = Path(root) / "experiments"
+    digest = hashlib.sha256()
+    for label, folder in (("repro", Path(package)), ("experiments", Path(experiments))):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder).as_posix()
+            if label == "repro" and rel.startswith(CODE_EXCLUDED):
+                continue
+            digest.update(f"{label}/{rel}".encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _dist_version(*names: str) -> str:
     for name in names:
         try:

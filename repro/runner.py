@@ -204,6 +204,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
     root = OmegaConf.select(cfg, "paths.root", default=".")
     git_sha, git_dirty = provenance.git_state(root)
     git_diff = provenance.git_diff_sha256(root) if git_dirty else None
+    code_sha = provenance.code_sha256(root)
     host = socket.gethostname()
     write_record = bool(OmegaConf.select(cfg, "tracking.record", default=True))
 
@@ -219,6 +220,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
         "overrides": " ".join(overrides) if overrides is not None else "unknown",
         "hostname": host,
         "config_hash": job.config_hash,
+        "code_sha256": code_sha,
         "canonical": str(job.canonical).lower(),
         "mlflow.source.git.commit": git_sha,
     }
@@ -295,6 +297,7 @@ def run_one(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, An
                     "git_sha": git_sha,
                     "git_dirty": git_dirty,
                     "git_diff_sha256": git_diff,
+                    "code_sha256": code_sha,
                     "versions": provenance.versions(),
                     "wall_time_s": round(wall, 3),
                     "base_build_s": round(times["base_build_s"], 3),

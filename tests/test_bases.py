@@ -15,7 +15,7 @@ from repro.config.schema import N_BASES
 from repro.errors import ConfigError
 from repro.io import sha256_file
 from repro.models import weights_provenance
-from repro.models.micro import BASES_DIR, MANIFEST, WEIGHTS, base_checkpoint, pretrain_key
+from repro.models.micro import BASES_DIR, MANIFEST, WEIGHTS, base_checkpoint, pretrain_key, shipped_bases
 
 
 @pytest.mark.parametrize("k", range(N_BASES))
@@ -71,3 +71,39 @@ def test_rebuild_at_tiny_scale_is_bit_identical_and_compared_with_the_shipped_ba
     cfg = compose("scale=tiny", "model.base=0")
     rebuilt = OmegaConf.select(cfg, "paths.cache_dir") + "/micro_models/rebuilt/base0"
     assert sha256_file(f"{rebuilt}/{WEIGHTS}") == shas[0]
+
+
+@pytest.mark.parametrize("folder", sorted(shipped_bases().values()), ids=lambda f: f.name)
+def test_every_shipped_folder_matches_its_manifest(folder):
+    """Main bases and other shipped bases (F-TIS's m3 peer) alike: the weights are the ones the
+    manifest's checksum names, made on 1 thread, and the folder is found by its spec's key."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert sha256_file(folder / WEIGHTS) == manifest["sha256"]
+    assert manifest["made"]["threads"] == 1
+    assert shipped_bases()[manifest["pretrain_key"]] == folder
+
+
+def test_the_ftis_m3_peer_loads_its_shipped_base_and_pins_its_checksum():
+    """The larger F-TIS peer is shipped like the main bases (`m3_base1/`): its config's spec is the
+    manifest's, so no machine pretrains its own, and the arm pins the shipped checksum."""
+    cfg = compose("experiment=ftis/alone", "seed=2")
+    (m3,) = [p for p in cfg.trainer.peers if p.name == "m3"]
+    path, source = base_checkpoint(cfg.task, m3.model, cfg.paths.cache_dir)
+    assert (path, source) == (BASES_DIR / "m3_base1", "shipped")
+    assert m3.base_sha256 == json.loads((path / MANIFEST).read_text())["sha256"]
+
+
+def test_a_spec_shipped_twice_is_refused_naming_both_folders(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MANIFEST).write_text(json.dumps({"pretrain_key": "k1"}))
+    with pytest.raises(ConfigError, match=r"b/base\.json: the same base spec \(k1\) is shipped in .*/a"):
+        shipped_bases(tmp_path)
+
+
+def test_pretrain_refuses_a_bad_ship_name_before_building_anything(capsys):
+    assert cli.main(["pretrain", "--base", "0", "--ship", "--name", "base7", "scale=tiny"]) == 2
+    assert "--name: a folder name of letters, digits and _ not starting with 'base', got 'base7'" in (
+        capsys.readouterr().err
+    )
+    assert not (BASES_DIR / "base7").exists()

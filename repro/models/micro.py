@@ -5,9 +5,11 @@ mixture.
 Base models are shipped: `repro/bases/micro/base<k>/` holds base k (pretraining seed k) as a normal
 HF checkpoint (`model.safetensors`, config, tokenizer) plus `base.json`, its manifest: the sha256 of
 the weights file and everything that made it (task, arch, pretraining settings, seed, code version,
-library versions, threads). A config whose pretraining spec equals a shipped base's loads that base;
-any other (scale=tiny's small arch, a changed task) pretrains its own, cached on disk by the content
-hash of its spec. `repro pretrain --base k` rebuilds a base and compares it with the shipped one.
+library versions, threads). Other shipped folders (e.g. `m3_base1/`, F-TIS's larger peer) are found
+the same way: by the content hash of their spec, whatever the folder's name. A config whose
+pretraining spec equals a shipped base's loads that base; any other (scale=tiny's small arch, a
+changed task) pretrains its own, cached on disk by the content hash of its spec. `repro pretrain
+--base k` rebuilds a base and compares it with the shipped one of the same spec.
 
     path, source = base_checkpoint(cfg.task, cfg.model, cache_dir)   # source: shipped | pretrained
     sha256_file(path / WEIGHTS)                                        # what run records carry
@@ -119,8 +121,21 @@ def pretrain_key(task_cfg: DictConfig, model_cfg: DictConfig) -> str:
     return _hash(pretrain_spec(task_cfg, model_cfg))
 
 
-def shipped_dir(base: int) -> Path:
-    return BASES_DIR / f"base{base}"
+def shipped_dir(base: int, name: str | None = None) -> Path:
+    """The folder of main base `base` (`base<k>`), or of the shipped base called `name`."""
+    return BASES_DIR / (name or f"base{base}")
+
+
+def shipped_bases(root: Path | None = None) -> dict[str, Path]:
+    """{pretrain_key: folder} of every shipped base (each folder of `root` with a manifest)."""
+    root = BASES_DIR if root is None else Path(root)
+    found: dict[str, Path] = {}
+    for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
+        key = json.loads(manifest_path.read_text())["pretrain_key"]
+        if key in found:
+            raise ConfigError(f"{manifest_path}: the same base spec ({key}) is shipped in {found[key]} too")
+        found[key] = manifest_path.parent
+    return found
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
@@ -142,10 +157,10 @@ def locate_base(task_cfg: DictConfig, model_cfg: DictConfig, cache_dir: str | Pa
     one pretrained here (`pretrained`)."""
     spec = pretrain_spec(task_cfg, model_cfg)
     key = _hash(spec)
-    shipped = shipped_dir(spec["seed"])
-    manifest = read_manifest(shipped)
-    if manifest is not None and manifest["pretrain_key"] == key:
-        return shipped, "shipped"
+    folder = shipped_bases().get(key)
+    if folder is not None:
+        return folder, "shipped"
+    manifest = read_manifest(shipped_dir(spec["seed"]))
     if manifest is not None:
         differ = ", ".join(spec_diff(manifest["spec"], spec)[:4])
         log.info(
@@ -281,9 +296,9 @@ def _packed_batch(
 
 def rebuild_base(task_cfg: DictConfig, model_cfg: DictConfig, out: str | Path) -> dict[str, Any]:
     """Pretrain base `model.base` afresh on 1 torch thread into `out` (replaced) and compare it with
-    the shipped base of that index: {"base", "sha256", "seconds", "out", "shipped_sha256" (None if
-    none is shipped), "same_spec", "identical" (same weights file), "max_abs_diff" (over tensors,
-    when the specs agree but the files differ)}."""
+    the shipped base of the same spec, else the main base of that index: {"base", "sha256",
+    "seconds", "out", "shipped_sha256" (None if none is shipped), "same_spec", "identical" (same
+    weights file), "max_abs_diff" (over tensors, when the specs agree but the files differ)}."""
     from safetensors.torch import load_file
 
     spec = pretrain_spec(task_cfg, model_cfg)
@@ -301,7 +316,7 @@ def rebuild_base(task_cfg: DictConfig, model_cfg: DictConfig, out: str | Path) -
     manifest = json.loads((tmp / MANIFEST).read_text())
     manifest["made"]["threads"] = 1
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    shipped = shipped_dir(spec["seed"])
+    shipped = shipped_bases().get(manifest["pretrain_key"], shipped_dir(spec["seed"]))
     old = read_manifest(shipped)
     report: dict[str, Any] = {
         "base": spec["seed"],

@@ -376,22 +376,35 @@ def _tier(arms: dict[str, dict[int, Any]], suite_seeds: Sequence[int] | None) ->
 
 
 def check_head(runs: RunSet, head: str, scales: Sequence[str] | None = None) -> None:
-    """ConfigError unless every record (of `scales`, default all) was produced at commit `head`."""
+    """ConfigError unless every record (of `scales`, default all) was produced by HEAD's code: at
+    commit `head`, or by code with the fingerprint of the code here (`provenance.code_sha256`: a
+    later commit that changed only docs, tests, tables or records keeps its records current)."""
+    from repro.config import find_root
+    from repro.provenance import code_sha256
+
+    here: list[str] = []  # the fingerprint of the code here, computed once if a record needs it
     other: dict[str, list[str]] = defaultdict(list)
     for scale, arms in runs.records.items():
         if scales is not None and scale not in scales:
             continue
         for arm, seeds in arms.items():
             for seed, rec in seeds.items():
-                sha = str((rec.get("provenance") or {}).get("git_sha") or "unknown")
-                if sha != head:
-                    other[sha[:10]].append(f"{scale}/{arm}/seed{seed}")
+                prov = rec.get("provenance") or {}
+                sha = str(prov.get("git_sha") or "unknown")
+                if sha == head:
+                    continue
+                if prov.get("code_sha256"):
+                    here = here or [code_sha256(find_root())]
+                    if prov["code_sha256"] == here[0]:
+                        continue
+                other[sha[:10]].append(f"{scale}/{arm}/seed{seed}")
     if other:
         found = "; ".join(
             f"{sha}: {len(v)} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for sha, v in other.items()
         )
         raise ConfigError(
-            f"--require-head: records not produced by the code at HEAD {head[:10]}: {found}; rerun them "
+            f"--require-head: records not produced by the code at HEAD {head[:10]} (commit, or code "
+            f"fingerprint): {found}; rerun them "
             "(repro reproduce) or drop the flag"
         )
 

@@ -42,6 +42,7 @@ def test_single_run_tracks_in_mlflow_and_writes_the_record(repro_root):
         "git_sha",
         "git_dirty",
         "git_diff_sha256",
+        "code_sha256",
         "versions",
         "wall_time_s",
         "base_build_s",

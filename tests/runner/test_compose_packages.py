@@ -139,12 +139,18 @@ def test_reuse_needs_the_same_code_and_base_weights(recipe_root, capsys):
     source.write_text(good)
     (recipe_root / "experiments/recipe/README.md").write_text("recipe\n")
     git(recipe_root, "add", ".")
-    git(recipe_root, "commit", "-q", "-m", "docs")  # the source was made by another commit
+    git(recipe_root, "commit", "-q", "-m", "docs")  # another commit, the same code: still reusable
+    assert main(["reproduce", "recipe", "--reuse", "--dry-run"]) == 0
+    assert "would reuse" in capsys.readouterr().out
+    (recipe_root / "experiments/recipe/tools").mkdir()
+    (recipe_root / "experiments/recipe/tools/helper.py").write_text("N = 1\n")
+    git(recipe_root, "add", ".")
+    git(recipe_root, "commit", "-q", "-m", "code")  # the source was made by other code
     assert main(["reproduce", "recipe", "--reuse", "--dry-run"]) == 0
     assert "would reuse" not in capsys.readouterr().out
 
     # --force runs every pair, even one it could copy.
-    git(recipe_root, "reset", "-q", "--hard", "HEAD~1")
+    git(recipe_root, "reset", "-q", "--hard", "HEAD~2")
     assert main(["reproduce", "recipe", "--reuse", "--dry-run"]) == 0
     assert "would reuse" in capsys.readouterr().out
     assert main(["reproduce", "recipe", "--reuse", "--force", "--dry-run"]) == 0

@@ -49,3 +49,34 @@ def test_versions_are_read_without_importing():
     v = provenance.versions()
     assert set(v) == {"python", "torch", "transformers", "hydra", "mlflow", "repro"}
     assert v["hydra"].startswith("1.3")
+
+
+def test_code_fingerprint_covers_the_code_that_computes_runs_only(tmp_path):
+    """code_sha256: the Python of the package (minus the modules that only read records) and of
+    experiments/; not docs, configs, tables code or the report."""
+    pkg, root = tmp_path / "repro", tmp_path / "checkout"
+    for rel, text in {
+        "trainers/grpo.py": "LR = 1\n",
+        "tables/build.py": "X = 1\n",
+        "report/site.py": "Y = 1\n",
+        "mlflow_import.py": "Z = 1\n",
+        "conf/config.yaml": "a: 1\n",
+    }.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    (root / "experiments/demo").mkdir(parents=True)
+    (root / "experiments/demo/README.md").write_text("demo\n")
+    first = provenance.code_sha256(root, package=pkg)
+    assert first == provenance.code_sha256(root, package=pkg)
+    for rel in ("tables/build.py", "report/site.py", "mlflow_import.py", "conf/config.yaml"):
+        (pkg / rel).write_text("changed\n")
+    (root / "experiments/demo/README.md").write_text("more docs\n")
+    assert provenance.code_sha256(root, package=pkg) == first
+    (pkg / "trainers/grpo.py").write_text("LR = 2\n")
+    second = provenance.code_sha256(root, package=pkg)
+    assert second != first
+    (root / "experiments/demo/world.py").write_text("N = 3\n")
+    assert provenance.code_sha256(root, package=pkg) not in (first, second)
+    # Moving code between files is a change even when the bytes are the same.
+    (root / "experiments/demo/world.py").rename(root / "experiments/demo/other.py")
+    assert provenance.code_sha256(root, package=pkg) not in (first, second)

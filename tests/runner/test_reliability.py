@@ -315,7 +315,7 @@ def test_reproduce_resumes_skipping_up_to_date_records(git_root, capsys):
     (kept,) = (root / "results/demo/micro/a/replaced").iterdir()  # the replaced record is kept
     assert records.read_record(kept)["config_hash"] == "0" * 64
 
-    # --force reruns all; a new base model or a new commit makes every record stale.
+    # --force reruns all; a new base model or new code makes every record stale.
     assert main(["reproduce", "demo", "--jobs", "1", "--force", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 to run" in out and out.count("would replace:") == 4 and "(--force;" in out
@@ -324,11 +324,27 @@ def test_reproduce_resumes_skipping_up_to_date_records(git_root, capsys):
     out = capsys.readouterr().out
     assert out.count("(base model changed;") == 4, out
     (root / "base_model/model.safetensors").write_bytes(b"weights v1")
+    # A commit that touches no code that computes runs (docs) keeps every record current: the
+    # records carry the fingerprint of that code (provenance.code_sha256), not only the commit.
     (root / "experiments/demo/README.md").write_text("demo\n")
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "docs")
     assert main(["reproduce", "demo", "--jobs", "1", "--dry-run"]) == 0
-    assert capsys.readouterr().out.count("(code changed (record ") == 4
+    assert "0 to run" in capsys.readouterr().out
+    # Python in the experiment packages is code: a change there makes every record stale.
+    (root / "experiments/demo/tools").mkdir()
+    (root / "experiments/demo/tools/helper.py").write_text("SCALE = 2\n")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "code")
+    assert main(["reproduce", "demo", "--jobs", "1", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("(code changed (record's code ") == 4
+    # A record from before fingerprints is judged by its git commit, which is not HEAD's.
+    path = root / "results/demo/micro/a/seed2.json"
+    rec = records.read_record(path)
+    del rec["provenance"]["code_sha256"]
+    path.write_text(records.dumps(rec))
+    assert main(["reproduce", "demo", "--jobs", "1", "--arms", "a", "--seeds", "2", "--dry-run"]) == 0
+    assert f"(code changed (record {rec['provenance']['git_sha'][:10]}, now " in capsys.readouterr().out
 
 
 def test_check_record_treats_missing_provenance_as_unknown(git_root, capsys):

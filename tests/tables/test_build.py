@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from repro.config import find_root
 from repro.errors import ConfigError
+from repro.provenance import code_sha256
 from repro.tables import load_records, write_all, write_tables
 
 SLUG = "toy"
@@ -550,10 +552,20 @@ def test_require_head_fails_on_records_from_another_commit(dirs):
     results, tables = dirs
     with pytest.raises(
         ConfigError,
-        match=r"--require-head: records not produced by the code at HEAD 0123456789: abcdef1234: 9",
+        match=r"--require-head: records not produced by the code at HEAD 0123456789 .*: abcdef1234: 9",
     ):
         write_tables(SLUG, results, tables, require_head="0123456789" * 4)
     assert not (tables / SLUG / "comparison.md").exists()
+    # A record of another commit counts as HEAD's when its code fingerprint is the code here
+    # (that commit changed no code that computes runs); another fingerprint does not.
+    here = code_sha256(find_root())
+    for arm, seed in [(a, s) for a in ("base", "base_new", "base_push") for s in (1, 2, 3)]:
+        set_field(results, arm, seed, lambda r: r["provenance"].update({"code_sha256": here}))
+    set_field(results, "base", 1, lambda r: r["provenance"].update({"code_sha256": "f" * 64}))
+    with pytest.raises(ConfigError, match=r"at HEAD 0123456789 .*: abcdef1234: 1 \(micro/base/seed1\)"):
+        write_tables(SLUG, results, tables, require_head="0123456789" * 4)
+    set_field(results, "base", 1, lambda r: r["provenance"].update({"code_sha256": here}))
+    write_tables(SLUG, results, tables, require_head="0123456789" * 4)
     report = write_tables(SLUG, results, tables, require_head="abcdef1234567890")
     assert report.written
     # Only the scales asked for are checked.
