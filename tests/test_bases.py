@@ -97,7 +97,16 @@ def test_a_spec_shipped_twice_is_refused_naming_both_folders(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / MANIFEST).write_text(json.dumps({"pretrain_key": "k1"}))
+    for name in ("a", "b"):
+        (tmp_path / name / WEIGHTS).write_bytes(b"w")
     with pytest.raises(ConfigError, match=r"b/base\.json: the same base spec \(k1\) is shipped in .*/a"):
+        shipped_bases(tmp_path)
+
+
+def test_a_shipped_manifest_without_weights_is_a_clear_error(tmp_path):
+    (tmp_path / "m3").mkdir()
+    (tmp_path / "m3" / MANIFEST).write_text(json.dumps({"pretrain_key": "k1"}))
+    with pytest.raises(ConfigError, match=r"m3: a shipped base's manifest without its model\.safetensors"):
         shipped_bases(tmp_path)
 
 

@@ -132,6 +132,12 @@ def shipped_bases(root: Path | None = None) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
         key = json.loads(manifest_path.read_text())["pretrain_key"]
+        if not (manifest_path.parent / WEIGHTS).is_file():
+            raise ConfigError(
+                f"{manifest_path.parent}: a shipped base's manifest without its {WEIGHTS} (a checkout "
+                "that left the weights out, e.g. by .gitignore or Git LFS); restore the file or remove "
+                "the folder"
+            )
         if key in found:
             raise ConfigError(f"{manifest_path}: the same base spec ({key}) is shipped in {found[key]} too")
         found[key] = manifest_path.parent
