@@ -5,8 +5,9 @@
                                       record is up to date are skipped (--force reruns them); --dry-run
                                       prints the plan, its estimated time and what it builds first
         [--launcher joblib|submitit_local|submitit_slurm|ray]   where the sweep's jobs run
-        [--reuse]                     copy another arm's record of the same run (same config but for
+        [--reuse | --no-reuse]        copy another arm's record of the same run (same config but for
                                       its name, code and base model) instead of running it
+                                      (default: the suite's `reuse`)
     repro reproduce all               every paper with a suite
     repro run experiment=<paper>/<arm> [seed=N] [scale=micro|small|paper|tiny] [key=value ...]
     repro run -m experiment=<paper>/<a>,<paper>/<b> seed=1,2,3 [hydra/launcher=joblib]   a sweep
@@ -422,9 +423,10 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     )
     r.add_argument(
         "--reuse",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="copy the record of another arm (any package) that ran the same config but for its name, with "
-        "the same code and base model, instead of running it",
+        "the same code and base model, instead of running it (default: the suite's `reuse:`)",
     )
     t = _Parser(prog="repro tables", description="Build paper_tables/<slug>/comparison.md.")
     t.add_argument("slugs", nargs="*", help="papers (default: every paper with a claimed.yaml)")

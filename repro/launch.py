@@ -533,7 +533,7 @@ def reproduce(
     power: bool = False,
     max_seeds: int = 30,
     require_head: bool = False,
-    reuse: bool = False,
+    reuse: bool | None = None,
 ) -> int:
     """Validate every arm, skip (arm, seed) pairs whose record is up to date (same config hash,
     code and base model; --force reruns them), run the rest as multiruns in waves, build tables.
@@ -550,11 +550,13 @@ def reproduce(
     reuse: a pair that is not up to date and whose run another arm (of any package) already made,
     with the same config but for its name, the same code and the same base weights, gets a copy of
     that arm's record instead of a run (`reuse_source`, records.reused_copy); the copy then counts
-    as up to date on the same terms. Not for an arm whose checkpoint a running arm needs."""
+    as up to date on the same terms. Not for an arm whose checkpoint a running arm needs. None: the
+    suite's `reuse` (a package composed of other packages' arms sets it)."""
     tic = time.monotonic()
     root = config.find_root()
     config.prepare_environment(root)
     suite = config.load_suite(root, slug)
+    reuse = suite.reuse if reuse is None else reuse
     arms = arms or suite.arms
     seeds = seeds or suite.seeds
     if jobs is not None and jobs < 1:

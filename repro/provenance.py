@@ -74,10 +74,11 @@ def git_diff_sha256(root: str | os.PathLike[str]) -> str | None:
 
 
 # The code that computes a run: the library's and the experiment packages' Python files. Left out:
-# the modules that only read records (tables, the report, the MLflow import). Configs are not
-# code here: what they resolve to is in the config hash, and the shipped bases have their own
-# checksum (`base_sha256`).
-CODE_EXCLUDED = ("tables/", "report/", "mlflow_import.py")
+# the modules that only read records (tables, the report, the MLflow import) and those that only
+# parse commands, plan sweeps and show progress (cli, launch, progress: what they hand a run is in
+# its config). Configs are not code here: what they resolve to is in the config hash, and the
+# shipped bases have their own checksum (`base_sha256`).
+CODE_EXCLUDED = ("tables/", "report/", "mlflow_import.py", "cli.py", "launch.py", "progress.py")
 
 
 def code_sha256(root: str | os.PathLike[str], package: str | os.PathLike[str] | None = None) -> str:

@@ -3,6 +3,7 @@
 arms: [grpo, dapo, ...]    # arm files of the package
 seeds: [1, 2, 3]           # every arm runs every seed
 jobs: 2                    # parallel jobs (default 1)
+reuse: true                # copy other arms' records of the same runs (default false; --reuse / --no-reuse)
 
 `experiments/papers.yaml`: every paper the suite targets, implemented or not (`repro list`).
 
@@ -29,6 +30,7 @@ class Suite(BaseModel):
     arms: list[str] = Field(min_length=1, description="arm names (files of the package)")
     seeds: list[int] = Field(min_length=1, description="seeds every arm runs")
     jobs: int = Field(1, ge=1, description="parallel jobs")
+    reuse: bool = Field(False, description="copy other arms' records of the same runs, not run them")
     path: Path = Field(Path(), exclude=True)
 
 
@@ -56,7 +58,7 @@ def load_suite(root: Path, slug: str) -> Suite:
         suite = Suite(**raw, path=path)
     except ValidationError as exc:
         key, what = first_error(exc)
-        raise ConfigError(f"{path}: {key}: {what} (allowed keys: arms, seeds, jobs)") from None
+        raise ConfigError(f"{path}: {key}: {what} (allowed keys: arms, seeds, jobs, reuse)") from None
     valid = package_arms(root, slug)
     bad = [a for a in suite.arms if a not in valid]
     if bad:

@@ -195,3 +195,23 @@ def test_an_arm_takes_the_scale_files_of_the_packages_it_extends(recipe_root):
     (recipe_root / "experiments/recipe/scales").mkdir()
     (recipe_root / "experiments/recipe/scales/micro.yaml").write_text("all:\n  trainer:\n    steps: 4\n")
     assert config.compose_once("experiment=recipe/same", "seed=1").trainer.steps == 4
+
+
+def test_a_suite_may_reuse_by_default_and_the_flag_overrides_it(recipe_root, capsys):
+    """`reuse: true` in suite.yaml (a package composed of other packages' arms) makes reuse the
+    default of `repro reproduce`; `--no-reuse` runs every pair; without the key, reuse is opt-in."""
+    assert main(["run", "experiment=demo/a", "seed=1"]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", "recipe", "--dry-run"]) == 0
+    assert "would reuse" not in capsys.readouterr().out
+    suite = recipe_root / "experiments/recipe/suite.yaml"
+    suite.write_text(suite.read_text() + "reuse: true\n")
+    git(recipe_root, "commit", "-qam", "reuse by default")
+    assert main(["reproduce", "recipe", "--dry-run"]) == 0
+    assert "would reuse: same seed 1 <- demo/micro/a/seed1.json" in capsys.readouterr().out
+    assert main(["reproduce", "recipe", "--no-reuse", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would reuse" not in out and "2 to run" in out
+    suite.write_text(suite.read_text().replace("reuse: true", "reuse: maybe"))
+    assert main(["reproduce", "recipe", "--dry-run"]) == 2
+    assert "suite.yaml: reuse: " in capsys.readouterr().err

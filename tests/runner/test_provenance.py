@@ -52,14 +52,15 @@ def test_versions_are_read_without_importing():
 
 
 def test_code_fingerprint_covers_the_code_that_computes_runs_only(tmp_path):
-    """code_sha256: the Python of the package (minus the modules that only read records) and of
-    experiments/; not docs, configs, tables code or the report."""
+    """code_sha256: the Python of the package (minus the modules that only read records or plan
+    sweeps) and of experiments/; not docs, configs, tables code, the report or the sweep planner."""
     pkg, root = tmp_path / "repro", tmp_path / "checkout"
     for rel, text in {
         "trainers/grpo.py": "LR = 1\n",
         "tables/build.py": "X = 1\n",
         "report/site.py": "Y = 1\n",
         "mlflow_import.py": "Z = 1\n",
+        "launch.py": "W = 1\n",
         "conf/config.yaml": "a: 1\n",
     }.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def test_code_fingerprint_covers_the_code_that_computes_runs_only(tmp_path):
     (root / "experiments/demo/README.md").write_text("demo\n")
     first = provenance.code_sha256(root, package=pkg)
     assert first == provenance.code_sha256(root, package=pkg)
-    for rel in ("tables/build.py", "report/site.py", "mlflow_import.py", "conf/config.yaml"):
+    for rel in ("tables/build.py", "report/site.py", "mlflow_import.py", "launch.py", "conf/config.yaml"):
         (pkg / rel).write_text("changed\n")
     (root / "experiments/demo/README.md").write_text("more docs\n")
     assert provenance.code_sha256(root, package=pkg) == first
