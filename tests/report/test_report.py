@@ -63,7 +63,18 @@ def test_index_lists_every_paper_and_marks_those_without_runs(site):
     with_runs = {p.name for p in (REPO / "results").iterdir() if any(p.glob("*/*/seed*.json"))}
     _, not_reproduced = index_counts(root / "paper_tables")
     assert not_reproduced == set(roster) - with_runs
-    assert "ftis" in not_reproduced  # not built yet
+
+
+def test_a_paper_without_runs_is_listed_and_marked_not_reproduced(tmp_path):
+    """Every committed package has runs now: take one's records away in a copy and rebuild."""
+    root = copy_checkout(tmp_path)
+    shutil.rmtree(root / "results" / "ftis")
+    (root / "paper_tables" / "ftis" / "comparison.md").unlink()
+    report = build(root)
+    _, not_reproduced = index_counts(root / "paper_tables")
+    assert not_reproduced == {"ftis"}
+    html = (root / "paper_tables" / "index.html").read_text()
+    assert '<tr data-paper="ftis"' in html and report.problems == []
 
 
 def test_index_counts_equal_each_comparison_table(site):
