@@ -116,3 +116,11 @@ def test_pretrain_refuses_a_bad_ship_name_before_building_anything(capsys):
         capsys.readouterr().err
     )
     assert not (BASES_DIR / "base7").exists()
+
+
+def test_a_rebuild_in_progress_is_not_a_shipped_base(tmp_path):
+    """`repro pretrain --ship` writes `<name>.tmp/` first: lookups (and its own comparison) skip it."""
+    (tmp_path / "v2_base0.tmp").mkdir()
+    (tmp_path / "v2_base0.tmp" / MANIFEST).write_text(json.dumps({"pretrain_key": "k1"}))
+    (tmp_path / "v2_base0.tmp" / WEIGHTS).write_bytes(b"w")
+    assert shipped_bases(tmp_path) == {}

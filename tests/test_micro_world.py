@@ -121,3 +121,69 @@ def test_sft_examples_are_deterministic_correct_and_off_the_pretraining_styles(w
     # Correct: the demonstration's answer is the problem's (re-sampled with the same rng).
     problems = world.sample_problems(random.Random(7), 40)
     assert all(verify(c, p.answer) for (_, c), p in zip(a, problems, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# World v2 knobs (task=arith_v2, issue 10): Zipf-frequency retention entities, gold margins.
+
+LANDED_CORPUS_SHA256 = "ad2898c6a0ed8b6da7d18608dfa9cff7e69b8d12e9d092cab2744cda41bed305"
+
+
+def _corpus(world: ArithWorld, n: int = 2000, mix: dict | None = None) -> list[str]:
+    rng = random.Random(0)
+    mix = mix or {"arith": 0.45, "drill": 0.25, "facts": 0.15, "truths": 0.15}
+    return [world.pretrain_doc(rng, mix) for _ in range(n)]
+
+
+def test_the_landed_world_corpus_is_unchanged_by_the_new_knobs():
+    """entity_zipf: 0 (the default) draws exactly as before: the shipped bases' corpus."""
+    import hashlib
+
+    world = ArithWorld.from_cfg(OmegaConf.load("repro/conf/task/arith.yaml"))
+    digest = hashlib.sha256("\n".join(_corpus(world)).encode()).hexdigest()
+    assert digest == LANDED_CORPUS_SHA256
+
+
+@given(st.floats(0.5, 3.0))
+def test_zipf_entities_are_mentioned_less_the_lower_their_rank(exponent):
+    world = ArithWorld(n_fact_entities=10, n_truth_entities=10, entity_zipf=exponent)
+    ents = [e for e, _, _ in world.facts[::3]]
+    docs = _corpus(world, 3000, {"facts": 1.0})
+    counts = [sum(f" is {e} ?" in d for d in docs) for e in ents]
+    # The head entity is mentioned more than the tail one by about 10^exponent (loose: sampling).
+    assert counts[0] > counts[-1] and counts[0] >= 2 * counts[-1]
+    assert sum(counts[:5]) > sum(counts[5:])
+
+
+def test_entity_zipf_out_of_range_names_the_key():
+    with pytest.raises(
+        ConfigError, match=r"task\.entity_zipf is a Zipf exponent and must be in \[0, 4\], got -1"
+    ):
+        ArithWorld(entity_zipf=-1.0)
+
+
+def test_world_v2_has_at_least_200_items_per_retention_task():
+    cfg = OmegaConf.merge(
+        OmegaConf.load("repro/conf/task/arith.yaml"),
+        {k: v for k, v in OmegaConf.load("repro/conf/task/arith_v2.yaml").items() if k != "defaults"},
+    )
+    world = ArithWorld.from_cfg(cfg)
+    assert len(world.mc_items("facts")) >= 200 and len(world.mc_items("truths")) >= 200
+    assert world.direct_wrong == "random" and world.entity_zipf > 0
+
+
+@given(st.lists(st.lists(st.floats(-20, 0), min_size=2, max_size=5), min_size=1, max_size=6), st.data())
+def test_gold_margin_is_positive_exactly_where_the_item_is_right(rows, data):
+    from repro.eval.micro import gold_margin
+
+    golds = [data.draw(st.integers(0, len(r) - 1)) for r in rows]
+    scores = [torch.tensor(r, dtype=torch.float64) for r in rows]
+    # Reference: gold minus the best other choice, averaged.
+    ref = sum(r[g] - max(v for i, v in enumerate(r) if i != g) for r, g in zip(rows, golds)) / len(rows)
+    assert gold_margin(scores, golds) == pytest.approx(ref)
+    for s, g in zip(scores, golds):
+        one = gold_margin([s], [g])
+        if s.argmax().item() == g and (s == s[g]).sum() == 1:
+            assert one > 0
+        else:
+            assert one <= 0

@@ -132,10 +132,28 @@ def _cut(tok, roll, rows: slice, budget: int) -> list[str]:
 def mc_accuracy(model, tok, items, batch_size: int | None = None) -> ItemScores:
     """Share of items whose gold choice has the highest summed log-likelihood after the prompt,
     with its per-item results."""
+    return mc_results(model, tok, items, batch_size)[0]
+
+
+def mc_results(model, tok, items, batch_size: int | None = None) -> tuple[ItemScores, float]:
+    """(accuracy as `mc_accuracy`, mean gold margin): the margin is, per item, the gold choice's
+    summed log-likelihood minus the best other choice's (> 0 where the item is right), averaged
+    over items. A continuous score beside the accuracy: it moves before an item flips, so it shows
+    forgetting that an accuracy near its ceiling or floor cannot. NaN without items."""
     if not items:
-        return ItemScores([])
+        return ItemScores([]), math.nan
     scores = mc_scores(model, tok, items, batch_size)
-    return ItemScores([s.argmax().item() == it.gold for s, it in zip(scores, items)])
+    right = ItemScores([s.argmax().item() == it.gold for s, it in zip(scores, items)])
+    return right, gold_margin(scores, [it.gold for it in items])
+
+
+def gold_margin(scores: list[torch.Tensor], golds: list[int]) -> float:
+    """Mean over items of score[gold] - max(score[other choices])."""
+    margins = []
+    for s, gold in zip(scores, golds, strict=True):
+        others = torch.cat([s[:gold], s[gold + 1 :]])
+        margins.append(float(s[gold] - others.max()))
+    return sum(margins) / len(margins)
 
 
 @torch.no_grad()
@@ -286,9 +304,10 @@ class HeldOut:
             out[f"eval/{split}/greedy_acc"], out[f"eval/{split}/sample_acc"] = greedy[split], sampled[split]
         scores = {}
         for name, items in self.mc.items():
-            scores[name] = out[f"eval/retention/{name}_acc"] = mc_accuracy(
+            scores[name], out[f"eval/retention/{name}_margin"] = mc_results(
                 model, self.tok, items, batch_size=self.task.mc_batch_size
             )
+            out[f"eval/retention/{name}_acc"] = scores[name]
             progress(done := done + 1, parts)
         if self.base_retention is None:
             self.base_retention = scores

@@ -131,6 +131,8 @@ def shipped_bases(root: Path | None = None) -> dict[str, Path]:
     root = BASES_DIR if root is None else Path(root)
     found: dict[str, Path] = {}
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
+        if manifest_path.parent.name.endswith(".tmp"):  # a rebuild in progress (`rebuild_base`)
+            continue
         key = json.loads(manifest_path.read_text())["pretrain_key"]
         if not (manifest_path.parent / WEIGHTS).is_file():
             raise ConfigError(
@@ -308,6 +310,9 @@ def rebuild_base(task_cfg: DictConfig, model_cfg: DictConfig, out: str | Path) -
     from safetensors.torch import load_file
 
     spec = pretrain_spec(task_cfg, model_cfg)
+    # What to compare with, looked up before anything is written (with --ship, `out` is shipped).
+    shipped = shipped_bases().get(_hash(spec), shipped_dir(spec["seed"]))
+    old = read_manifest(shipped)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a base is defined at 1 thread: reductions split over threads differ
     try:
@@ -322,8 +327,6 @@ def rebuild_base(task_cfg: DictConfig, model_cfg: DictConfig, out: str | Path) -
     manifest = json.loads((tmp / MANIFEST).read_text())
     manifest["made"]["threads"] = 1
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    shipped = shipped_bases().get(manifest["pretrain_key"], shipped_dir(spec["seed"]))
-    old = read_manifest(shipped)
     report: dict[str, Any] = {
         "base": spec["seed"],
         "sha256": sha,

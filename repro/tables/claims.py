@@ -122,7 +122,8 @@ _TRAIN = (
     "clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv"
 ).split()
 _EVAL = (
-    "id/greedy_acc id/sample_acc ood/greedy_acc ood/sample_acc retention/facts_acc retention/truths_acc"
+    "id/greedy_acc id/sample_acc ood/greedy_acc ood/sample_acc retention/facts_acc retention/truths_acc "
+    "retention/facts_margin retention/truths_margin"
 ).split()
 # osc/<name> = std (ddof=0) of the step-to-step changes of the curve it summarizes.
 OSC_SOURCES = {"osc/reward": "train/reward_mean", "osc/id_acc": "eval/id/greedy_acc"}

@@ -94,6 +94,19 @@ def _entity_names(n: int, seed: int) -> list[str]:
     return out
 
 
+def _zipf_cum_weights(n: int, exponent: float, repeat: int = 1) -> list[float] | None:
+    """Cumulative weights 1 / r^exponent for ranks r = 1..n, each repeated `repeat` times (the
+    entries of one entity); None for exponent 0 (draw uniformly)."""
+    if exponent == 0:
+        return None
+    out, total = [], 0.0
+    for r in range(1, n + 1):
+        for _ in range(repeat):
+            total += r**-exponent
+            out.append(total)
+    return out
+
+
 @dataclass(frozen=True)
 class Problem:
     prompt: str
@@ -137,10 +150,17 @@ class ArithWorld:
     n_fact_entities: int = 30
     n_truth_entities: int = 16
     myth_repeats: int = 3
+    # How often pretraining mentions each retention entity: the r-th entity (r = 1, 2, ...) of each
+    # task in proportion to 1 / r^entity_zipf. 0 (the landed world): uniformly, so every fact is
+    # seen hundreds of times and the base scores 1.0 (a ceiling no forgetting can be measured
+    # against). > 0: a long tail the base knows only partly, like real facts.
+    entity_zipf: float = 0.0
     heldout_mod: int = 10  # problems whose text hashes to 0 mod this are eval-only
     world_seed: int = 0
     facts: list[tuple[str, str, str]] = field(init=False)
     truths: list[tuple[str, str, str]] = field(init=False)
+    _fact_cw: list[float] | None = field(init=False, repr=False)
+    _truth_cw: list[float] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.start_range = tuple(self.start_range)  # type: ignore[assignment]
@@ -156,6 +176,9 @@ class ArithWorld:
         for e in ents[self.n_fact_entities :]:
             truth, myth = rng.sample(TRUTH_WORDS, 2)
             self.truths.append((e, truth, myth))
+        # Cumulative pretraining weights (entity_zipf > 0 only): a fact's weight is its entity's.
+        self._fact_cw = _zipf_cum_weights(self.n_fact_entities, self.entity_zipf, repeat=len(ATTRS))
+        self._truth_cw = _zipf_cum_weights(self.n_truth_entities, self.entity_zipf)
 
     @classmethod
     def from_cfg(cls, cfg) -> ArithWorld:
@@ -172,7 +195,7 @@ class ArithWorld:
 
     @classmethod
     def _knobs(cls) -> list[str]:
-        return [k for k in cls.__dataclass_fields__ if k not in ("facts", "truths")]
+        return [k for k in cls.__dataclass_fields__ if k not in ("facts", "truths", "_fact_cw", "_truth_cw")]
 
     def _validate(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -201,6 +224,8 @@ class ArithWorld:
             raise bad("verbs_per_op", f"must be in [1, {len(PLUS_VERBS)}], got {self.verbs_per_op}")
         if self.direct_wrong not in ("shortcut", "random"):
             raise bad("direct_wrong", f"must be one of shortcut, random, got {self.direct_wrong!r}")
+        if not 0.0 <= self.entity_zipf <= 4.0:
+            raise bad("entity_zipf", f"is a Zipf exponent and must be in [0, 4], got {self.entity_zipf}")
         if self.heldout_mod < 2:
             raise bad("heldout_mod", f"must be >= 2, got {self.heldout_mod}")
 
@@ -332,6 +357,11 @@ class ArithWorld:
         raise ConfigError(f"unknown retention task '{task}'; valid: facts, truths")
 
     # ---------------------------------------------------------------- pretraining corpus
+    @staticmethod
+    def _pick(rng: random.Random, items: list, cum_weights: list[float] | None):
+        """One item, uniformly (the landed world's draw, so its corpus is unchanged) or by weight."""
+        return rng.choice(items) if cum_weights is None else rng.choices(items, cum_weights=cum_weights)[0]
+
     def pretrain_doc(self, rng: random.Random, mix: dict[str, float]) -> str:
         """One pretraining document drawn from the mixture {'arith', 'facts', 'truths'} -> weight."""
         kind = rng.choices(list(mix), weights=list(mix.values()))[0]
@@ -351,10 +381,10 @@ class ArithWorld:
             sol = self.direct_answer(rng, p) if rng.random() < self.direct_share else p.worked
             return f"{p.prompt} {sol}"
         if kind == "facts":
-            e, k, v = rng.choice(self.facts)
+            e, k, v = self._pick(rng, self.facts, self._fact_cw)
             return f"q : what {k} is {e} ? a : {v}"
         if kind == "truths":
-            e, truth, myth = rng.choice(self.truths)
+            e, truth, myth = self._pick(rng, self.truths, self._truth_cw)
             if rng.random() < self.myth_repeats / (self.myth_repeats + 1):
                 return f"people say {e} is {myth} ."
             return f"q : what is {e} really ? a : {truth}"
