@@ -31,3 +31,35 @@ def test_interval_is_a_t_interval_over_seeds():
     assert wc.interval([0.1]) == "+0.100 (n=1)"
     # mean 0.2, sd 0.1, n 3: half-width t(0.975, 2) * 0.1 / sqrt(3) = 0.248
     assert wc.interval([0.1, 0.2, 0.3]) == "+0.200 ± 0.100 (n=3), 95% CI [-0.048, +0.448]"
+
+
+def _calibration():
+    spec = importlib.util.spec_from_file_location(
+        "clip_calibration", REPO / "scripts" / "clip_calibration.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_calibration_table_is_generated_from_the_committed_records():
+    cal = _calibration()
+    folder = REPO / "benchmarks" / "clip_calibration_v2"
+    rows = cal.rows_of(folder / "records")
+    assert len(rows) == 18 and {r["trainer.minibatches"] for r in rows} == {4, 8, 16}
+    text = cal.render(rows, "benchmarks/clip_calibration_v2/records")
+    assert (folder / "calibration.md").read_text() == text + "\n"
+    assert "eval/" not in text and "acc" not in text  # chosen before NSR's accuracy is looked at
+
+
+def test_calibration_gates_need_every_condition():
+    cal = _calibration()
+    ok = {"run/clipfrac": 0.05, "run/rescued_sig": 0.012, "run/rescued_sig_of_clipped": 0.24}
+    assert cal.passes(ok)
+    for metric, bad in (
+        ("run/clipfrac", 0.11),
+        ("run/clipfrac", 0.019),
+        ("run/rescued_sig", 0.009),
+        ("run/rescued_sig_of_clipped", 0.19),
+    ):
+        assert not cal.passes(ok | {metric: bad}), metric
