@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "benchmarks" / "world_v2"
 
@@ -17,13 +19,14 @@ def _script():
     return module
 
 
-def test_committed_precondition_table_is_generated_from_the_committed_records():
+@pytest.mark.parametrize("folder", ["world_v2", "clip_calibration_v2/preconditions_8x2"])
+def test_committed_precondition_table_is_generated_from_the_committed_records(folder):
     wc = _script()
-    rows = wc.rows_of(FOLDER / "records")
+    rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
     assert len(rows) == 6 and {r["arm"] for r in rows} == {"grpo", "dapo"}
     assert {r["base"] for r in rows} == {0, 1, 2}  # every shipped base of the candidate world
-    text = wc.render(rows, "benchmarks/world_v2/records")
-    assert (FOLDER / "preconditions.md").read_text() == text + "\n"
+    text = wc.render(rows, f"benchmarks/{folder}/records")
+    assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
 
 
 def test_interval_is_a_t_interval_over_seeds():
