@@ -946,20 +946,16 @@ def pretrain(base: int, overrides: Sequence[str] = (), ship: bool = False, name:
         raise ConfigError(f"model.kind: `repro pretrain` builds micro bases, got {cfg.model.kind!r}")
     from repro.models.micro import pretrain_key, read_manifest, rebuild_base, shipped_dir
 
-    folder = name or f"base{base}"
     if name is not None and (not name.replace("_", "").isalnum() or name.startswith("base")):
         raise ConfigError(
             f"--name: a folder name of letters, digits and _ not starting with 'base', got {name!r}"
         )
-    out = shipped_dir(base, name) if ship else Path(cfg.paths.cache_dir) / "micro_models" / "rebuilt" / folder
-    there = read_manifest(out) if ship else None
-    if (
-        ship
-        and name is not None
-        and there is not None
-        and there["pretrain_key"] != pretrain_key(cfg.task, cfg.model)
-    ):
-        raise ConfigError(f"--name {name}: {out} holds a base of another spec; pick another name")
+    shipped = shipped_dir(base, name)
+    out = shipped if ship else Path(cfg.paths.cache_dir) / "micro_models" / "rebuilt" / shipped.name
+    if ship and name is not None:
+        there = read_manifest(out)
+        if there is not None and there["pretrain_key"] != pretrain_key(cfg.task, cfg.model):
+            raise ConfigError(f"--name {name}: {out} holds a base of another spec; pick another name")
     print(f"repro pretrain: base {base} (pretraining seed {base}), 1 thread -> {out}", flush=True)
     r = rebuild_base(cfg.task, cfg.model, out)
     print(f"  rebuilt in {r['seconds']:.0f} s; weights sha256 {r['sha256']}")

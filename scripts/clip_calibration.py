@@ -14,8 +14,9 @@ signal (`run/rescued_sig_of_clipped`).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from repro.records import read_record
 
 KNOBS = ("trainer.minibatches", "trainer.epochs", "trainer.lr", "objective.kw.delta")
 GATES = {
@@ -34,7 +35,7 @@ def _get(cfg: dict, dotted: str):
 def rows_of(folder: Path) -> list[dict]:
     rows = []
     for path in sorted(folder.rglob("*.json")):
-        rec = json.loads(path.read_text())
+        rec = read_record(path)
         if rec.get("status") != "FINISHED":
             continue
         row = {k: _get(rec["config"], k) for k in KNOBS}

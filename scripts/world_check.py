@@ -18,6 +18,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from repro.records import read_record
+
 
 def first_last(curve: list) -> tuple[float, float]:
     return (curve[0][1], curve[-1][1]) if curve else (float("nan"), float("nan"))
@@ -26,7 +28,7 @@ def first_last(curve: list) -> tuple[float, float]:
 def rows_of(folder: Path) -> list[dict]:
     rows = []
     for path in sorted(folder.rglob("*.json")):
-        rec = json.loads(path.read_text())
+        rec = read_record(path)
         if rec.get("status") != "FINISHED":
             continue
         c = rec["curves"]

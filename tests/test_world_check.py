@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "benchmarks" / "world_v2"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("world_check", REPO / "scripts" / "world_check.py")
+def _load(name: str):
+    """A script of scripts/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -21,7 +22,7 @@ def _script():
 
 @pytest.mark.parametrize("folder", ["world_v2", "clip_calibration_v2/preconditions_8x2"])
 def test_committed_precondition_table_is_generated_from_the_committed_records(folder):
-    wc = _script()
+    wc = _load("world_check")
     rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
     assert len(rows) == 6 and {r["arm"] for r in rows} == {"grpo", "dapo"}
     assert {r["base"] for r in rows} == {0, 1, 2}  # every shipped base of the candidate world
@@ -30,23 +31,14 @@ def test_committed_precondition_table_is_generated_from_the_committed_records(fo
 
 
 def test_interval_is_a_t_interval_over_seeds():
-    wc = _script()
+    wc = _load("world_check")
     assert wc.interval([0.1]) == "+0.100 (n=1)"
     # mean 0.2, sd 0.1, n 3: half-width t(0.975, 2) * 0.1 / sqrt(3) = 0.248
     assert wc.interval([0.1, 0.2, 0.3]) == "+0.200 ± 0.100 (n=3), 95% CI [-0.048, +0.448]"
 
 
-def _calibration():
-    spec = importlib.util.spec_from_file_location(
-        "clip_calibration", REPO / "scripts" / "clip_calibration.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_committed_calibration_table_is_generated_from_the_committed_records():
-    cal = _calibration()
+    cal = _load("clip_calibration")
     folder = REPO / "benchmarks" / "clip_calibration_v2"
     rows = cal.rows_of(folder / "records")
     assert len(rows) == 18 and {r["trainer.minibatches"] for r in rows} == {4, 8, 16}
@@ -56,7 +48,7 @@ def test_committed_calibration_table_is_generated_from_the_committed_records():
 
 
 def test_calibration_gates_need_every_condition():
-    cal = _calibration()
+    cal = _load("clip_calibration")
     ok = {"run/clipfrac": 0.05, "run/rescued_sig": 0.012, "run/rescued_sig_of_clipped": 0.24}
     assert cal.passes(ok)
     for metric, bad in (

@@ -382,7 +382,7 @@ def check_head(runs: RunSet, head: str, scales: Sequence[str] | None = None) -> 
     from repro.config import find_root
     from repro.provenance import code_sha256
 
-    here: list[str] = []  # the fingerprint of the code here, computed once if a record needs it
+    here = code_sha256(find_root())  # the fingerprint of the code here (a few ms)
     other: dict[str, list[str]] = defaultdict(list)
     for scale, arms in runs.records.items():
         if scales is not None and scale not in scales:
@@ -393,10 +393,8 @@ def check_head(runs: RunSet, head: str, scales: Sequence[str] | None = None) -> 
                 sha = str(prov.get("git_sha") or "unknown")
                 if sha == head:
                     continue
-                if prov.get("code_sha256"):
-                    here = here or [code_sha256(find_root())]
-                    if prov["code_sha256"] == here[0]:
-                        continue
+                if prov.get("code_sha256") == here:
+                    continue
                 other[sha[:10]].append(f"{scale}/{arm}/seed{seed}")
     if other:
         found = "; ".join(

@@ -195,7 +195,7 @@ class ArithWorld:
 
     @classmethod
     def _knobs(cls) -> list[str]:
-        return [k for k in cls.__dataclass_fields__ if k not in ("facts", "truths", "_fact_cw", "_truth_cw")]
+        return [k for k, f in cls.__dataclass_fields__.items() if f.init]  # not the derived fields
 
     def _validate(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
