@@ -58,3 +58,26 @@ def test_calibration_gates_need_every_condition():
         ("run/rescued_sig_of_clipped", 0.19),
     ):
         assert not cal.passes(ok | {metric: bad}), metric
+
+
+def test_circa_world_table_is_generated_from_the_committed_records():
+    """benchmarks/two_rewards_world: the candidate worlds' label-free preconditions per base, the
+    table the package README and scales/micro.yaml cite; the chosen world qualifies on every base."""
+    cw = _load("circa_world")
+    folder = REPO / "benchmarks" / "two_rewards_world"
+    worlds = cw.rows_of(folder / "records")
+    assert all({r["base"] for r in rows} == {0, 1, 2} for rows in worlds.values())
+    text = cw.render(worlds, "benchmarks/two_rewards_world/records")
+    assert (folder / "candidates.md").read_text() == text + "\n"
+    assert "`chosen`: qualifies on all 3 bases" in text
+
+
+def test_circa_world_thresholds_are_the_precondition_claims_ranges():
+    from repro.tables.claims import load_claimed
+
+    cw = _load("circa_world")
+    claims = {c.id: c for c in load_claimed(REPO / "paper_tables/two_rewards_rlif/claimed.yaml").claims}
+    assert claims["precondition_vote_signal"].measure.range[0] == cw.MIN_MAJ_GAIN
+    assert claims["precondition_cert_signal"].measure.range[0] == cw.MIN_CERT_CORR
+    row = {"gain": 0.02, "corr": 0.049}
+    assert cw.holds(row) == (True, False)

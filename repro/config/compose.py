@@ -109,10 +109,14 @@ def finalize(
         if experiment:
             cfg.paper, cfg.arm = split_experiment(root, experiment)
     # The scale files of the packages whose arms this arm extends, then its own (the last wins).
+    scaled = False
     for slug in arm_packages(root, cfg.paper, cfg.arm) if experiment else []:
         scale_file = paper_scale_file(root, slug, choices.get("scale"))
         if scale_file is not None:
             cfg = apply_paper_scale(cfg, scale_file)
+            scaled = True
+    if scaled:  # the command line wins over a paper's scale file, as it wins over the arm file
+        cfg = reapply_overrides(cfg, choices, overrides)
     cfg = with_base(cfg)
     if validate:
         # Types and keys first (cheap: no torch), then the paper's registered functions and the
@@ -145,6 +149,23 @@ def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
     for section in sections:  # the typed schemas and the task's own checks still reject a bad one
         if section in delta:
             cfg = OmegaConf.merge(cfg, delta[section])
+    OmegaConf.set_struct(cfg, struct)
+    return cfg
+
+
+def reapply_overrides(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str]) -> DictConfig:
+    """Set again the values the command line set (`key=value`, `+key=value`, `++key=value`; not
+    group choices like `task=arith_v2`, deletions or sweeps), after the paper's scale file merged."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    struct = OmegaConf.is_struct(cfg)
+    OmegaConf.set_struct(cfg, False)
+    for ov in OverridesParser.create().parse_overrides(plain):
+        key = ov.key_or_group
+        if ov.is_delete() or ov.is_sweep_override() or key in choices or ov.package is not None:
+            continue
+        OmegaConf.update(cfg, key, ov.value(), merge=False)
     OmegaConf.set_struct(cfg, struct)
     return cfg
 

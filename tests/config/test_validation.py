@@ -74,6 +74,24 @@ def test_arm_values_win_over_the_scale():
     assert tiny.trainer.steps == 3  # smoke sizes win over everything
 
 
+def test_the_command_line_wins_over_a_papers_scale_file():
+    """experiments/two_rewards_rlif/scales/micro.yaml sets task.direct_share and the generation
+    budget for every arm; a value typed on the command line still wins (it used to be overwritten
+    silently), while a group choice (`task=arith_v2`) keeps the scale file's values on top."""
+    with config.hydra_app() as hydra:
+        scaled = config.compose(hydra, ["experiment=two_rewards_rlif/base"], validate=False)
+        typed = config.compose(
+            hydra,
+            ["experiment=two_rewards_rlif/base", "task.direct_share=0.7", "trainer.max_new_tokens=24"],
+            validate=False,
+        )
+        group = config.compose(hydra, ["experiment=two_rewards_rlif/base", "task=arith_v2"], validate=False)
+    assert (scaled.task.direct_share, scaled.trainer.max_new_tokens) == (0.5, 40)
+    assert (typed.task.direct_share, typed.trainer.max_new_tokens) == (0.7, 24)
+    assert typed.task.direct_wrong == "random"  # the scale file's other values stay
+    assert (group.task.n_truth_entities, group.task.direct_share) == (200, 0.5)
+
+
 def test_paper_and_arm_are_derived_never_typed(root_copy):
     arm = root_copy / "experiments" / "clipping_bottleneck" / "typed.yaml"
     arm.write_text("# @package _global_\narm: something_else\n")

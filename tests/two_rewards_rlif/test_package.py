@@ -89,6 +89,23 @@ def test_direct_wrong_random_scatters_and_shortcut_is_unchanged():
         ArithWorld(direct_wrong="nope")
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_suite_seed_starts_from_a_shipped_base_of_this_papers_world(seed):
+    """The paper's micro world (scales/micro.yaml) has its own shipped bases, one per seed of the
+    suite: no machine pretrains its own (a change to the world or to pretraining fails here), and the
+    tiny scale exercises the same task values."""
+    from omegaconf import OmegaConf
+
+    from repro.models.micro import BASES_DIR, base_checkpoint
+
+    cfg = compose("experiment=two_rewards_rlif/circa", f"seed={seed}")
+    path, source = base_checkpoint(cfg.task, cfg.model, cfg.paths.cache_dir)
+    assert (path, source) == (BASES_DIR / f"circa_base{seed - 1}", "shipped")
+    assert cfg.trainer.max_new_tokens == 40
+    tiny = compose("experiment=two_rewards_rlif/circa", "scale=tiny", f"seed={seed}")
+    assert OmegaConf.to_container(tiny.task) == OmegaConf.to_container(cfg.task)
+
+
 def test_label_free_diagnostics_reach_the_logs():
     """A tiny CIRCA-without-GDPO run logs the channel shares, the vote's agreement with gold, KL-Cov's
     share, maj@G at every evaluation and the stability summary."""
