@@ -108,6 +108,7 @@ def update(learner: Learner, step: int) -> dict[str, float]:
         "train/reward_mean": sampled["reward_mean"],
         "train/reward_std": sampled["reward_std"],
         "rollout/len_mean": sampled["len_mean"],
+        "rollout/truncated_frac": sampled["truncated_frac"],  # cut by the budget (no EOS): gate <= 1%
         "train/groups_kept_frac": group.unique().numel() / sampled["groups"],
     }
     metrics |= {f"train/{k}": v for k, v in sampled["reward_stats"].items()}  # e.g. vote/gold_agree
@@ -238,7 +239,8 @@ def rollout_and_reward(
     cfg, t, task = learner.cfg, learner.cfg.trainer, learner.task
     G = t.group_size
     rolls, rewards, groups, offset = [], [], [], 0
-    seen_r, seen_len, reward_stats = [], [], {}
+    seen_r, seen_len, seen_cut, reward_stats = [], [], [], {}
+    eos = learner.backend.tok.eos_token_id
     extract = answer_extractor(task)
     for round_ in range(t.dynamic_sampling_rounds if t.dynamic_sampling else 1):
         missing = t.prompts_per_step - offset
@@ -269,7 +271,9 @@ def rollout_and_reward(
         for k, v in extras["stats"].items():
             reward_stats.setdefault(k, []).append(v)
         seen_r.append(r[:, 0])
-        seen_len.append(roll.completion_mask.sum(1).float())
+        lens = roll.completion_mask.sum(1)
+        seen_len.append(lens.float())
+        seen_cut.append(truncated(roll.completion_ids, lens, t.max_new_tokens, eos))
         if t.dynamic_sampling:
             grp = r.sum(-1).view(len(problems), G)
             informative = grp.max(1).values > grp.min(1).values  # (n,)
@@ -285,11 +289,19 @@ def rollout_and_reward(
         "reward_mean": all_r.mean().item(),
         "reward_std": all_r.std().item(),
         "len_mean": torch.cat(seen_len).mean().item(),
+        "truncated_frac": torch.cat(seen_cut).mean().item(),
         "groups": all_r.numel() // G,
         "reward_stats": {k: sum(v) / len(v) for k, v in reward_stats.items()},
     }
     pad = learner.backend.tok.pad_token_id
     return cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
+
+
+def truncated(ids: torch.Tensor, lens: torch.Tensor, budget: int, eos: int | None) -> torch.Tensor:
+    """1.0 per completion that used the whole generation budget without ending in EOS (its answer
+    may be cut off), else 0.0. ids (B, T) left-aligned completions, lens (B,) their lengths."""
+    last = ids.gather(1, (lens - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+    return ((lens >= budget) & (last != eos)).float()
 
 
 def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict:
