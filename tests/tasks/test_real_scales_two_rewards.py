@@ -26,12 +26,15 @@ def test_arm_runs_one_step_on_gsm8k(arm, scale, tiny_hf_dir, task_root):
         "trainer.prompts_per_step=2",
         "trainer.minibatches=1",
     )
-    # The paper's sizes, as composed (the scale file is merged after the arm).
+    # The paper's sizes, as composed (the scale file is merged after the arm; the command line wins).
     assert cfg.task.kind == "gsm8k" and cfg.trainer.group_size == 7
+    assert (cfg.trainer.steps, cfg.trainer.prompts_per_step, cfg.trainer.minibatches) == (1, 2, 1)
     if scale == "paper":
-        assert cfg.model.path == "Qwen/Qwen2.5-1.5B" and cfg.trainer.lr == 3.0e-6 and cfg.trainer.steps == 340
+        assert cfg.model.path == "Qwen/Qwen2.5-1.5B" and cfg.trainer.lr == 3.0e-6
         assert cfg.trainer.vote_samples == 7
-    # The scale files set these after the command line; shrink them here, as a 1-step smoke test.
+        full = compose(f"experiment=two_rewards_rlif/{arm}", f"scale={scale}", f"task.data_dir={task_root}")
+        assert (full.trainer.steps, full.trainer.prompts_per_step) == (340, 64)
+    # The model and the sizes TINY does not cover: shrink them for a 1-step smoke test.
     cfg.model = OmegaConf.create({"kind": "hf", "path": str(tiny_hf_dir)})
     cfg.trainer.steps, cfg.trainer.prompts_per_step, cfg.trainer.minibatches = 1, 2, 1
     cfg.trainer.group_size, cfg.trainer.max_new_tokens = 3, 6
