@@ -72,16 +72,18 @@ def render(worlds: dict[str, list[dict]], source: str) -> str:
         f"{MIN_MAJ_GAIN} (a vote carries signal) and the within-problem correlation of self-certainty "
         f"with correctness ≥ {MIN_CERT_CORR} (the ranges of the precondition claims in claimed.yaml).",
         "",
-        "| world | task values (landed world: direct_share 0.7, direct_correct 0.35, direct_wrong "
-        "shortcut) | base (sha256) | greedy | pass@1 | maj@7 | maj@7 − pass@1 | self-certainty r | holds |",
+        f"| world | task values (landed world: {', '.join(f'{k} {v}' for k, v in LANDED_TASK.items())}) | "
+        "base (sha256) | greedy | pass@1 | maj@7 | maj@7 − pass@1 | self-certainty r | holds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for world, rows in worlds.items():
         task = rows[0]["task"]
         values = ", ".join(f"{k} {task[k]}" for k in SHOWN_KEYS if k in task)
+        failed = 0
         for r in sorted(rows, key=lambda r: r["base"]):
             vote, cert = holds(r)
+            failed += not (vote and cert)
             mark = (
                 "yes"
                 if vote and cert
@@ -92,7 +94,6 @@ def render(worlds: dict[str, list[dict]], source: str) -> str:
                 f"{r['greedy']:.3f} | {r['pass1']:.3f} | {r['maj']:.3f} | {r['gain']:+.3f} | "
                 f"{r['corr']:+.3f} | {mark} |"
             )
-        failed = sum(not all(holds(r)) for r in rows)
         verdicts.append(
             f"- `{world}`: "
             + (
