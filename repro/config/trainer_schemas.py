@@ -150,6 +150,12 @@ class GRPOConfig(TrainConfig):
     dynamic_sampling_rounds: int = Field(
         ..., ge=1, description="ours: at most this many generation rounds per step (dynamic sampling)"
     )
+    staleness: int = Field(
+        0,
+        ge=0,
+        description="rollout staleness: step s samples with the policy of k steps before (version "
+        "max(0, s-1-k)), whose log-probs are the ratio's denominator; 0 = on-policy sampling",
+    )
     vote_samples: int = Field(
         0,
         ge=0,

@@ -17,8 +17,10 @@ Run:  repro run experiment=<paper>/<arm> seed=1 trainer.steps=50
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +54,31 @@ class Learner:
     opt: torch.optim.Optimizer
     streams: Streams
     shares: dict[str, Share] = field(default_factory=dict)  # run totals: Σ num, Σ den per stat
+    stale: StaleSampler | None = None  # trainer.staleness > 0: the sampler lags the policy
+
+
+class StaleSampler:
+    """Rollout staleness (`trainer.staleness: k`): the rollouts of step s are sampled by the policy
+    of version max(0, s - 1 - k) (version v = the weights after v steps; a fresh sampler uses s - 1),
+    as in asynchronous RL where generation runs k policy updates behind the learner. The behaviour
+    log-probs (the ratio's denominator) are those of that lagged policy, so ratios start away from 1
+    and clipping binds from the first mini-batch. Keeps the last k + 1 versions' weights."""
+
+    def __init__(self, model: torch.nn.Module, lag: int):
+        self.lag = lag
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+        self.versions: deque[dict[str, torch.Tensor]] = deque(maxlen=lag + 1)
+        self.push(model)
+
+    def push(self, model: torch.nn.Module) -> None:
+        """Record the policy's weights after a step (call once per step)."""
+        self.versions.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def policy(self) -> torch.nn.Module:
+        """The lagged policy for this step's rollouts: the oldest version kept."""
+        self.model.load_state_dict(self.versions[0])
+        return self.model
 
 
 def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
@@ -62,6 +89,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model.train()
     backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     learner = Learner(cfg, task, model, backend, optimizer(model, t), streams)
+    if t.get("staleness", 0) > 0:
+        learner.stale = StaleSampler(model, t.staleness)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)
     # maj@G and self-certainty vs correctness on held-out problems (trainer.vote_samples > 0).
@@ -78,6 +107,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     t0 = time.time()
     for step in range(1, t.steps + 1):
         metrics = update(learner, step)
+        if learner.stale is not None:
+            learner.stale.push(model)  # this step's version, for the lagged sampler
         log(metrics, step)
         reward_curve.append(metrics["train/reward_mean"])
         if step % t.eval_every == 0 or step == t.steps:
@@ -101,8 +132,10 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 def update(learner: Learner, step: int) -> dict[str, float]:
     """One GRPO-family step: rollout -> reward -> advantage -> updates. Returns the step's metrics."""
     cfg, t, model = learner.cfg, learner.cfg.trainer, learner.model
-    # 1-2. Rollout and reward (+ DAPO dynamic sampling: keep only groups whose rewards differ, refilling).
-    roll, rewards, group, sampled = rollout_and_reward(learner, step)
+    # 1-2. Rollout and reward (+ DAPO dynamic sampling: keep only groups whose rewards differ, refilling),
+    # sampled by the policy itself or, with trainer.staleness = k, by its version of k steps before.
+    behaviour = learner.stale.policy() if learner.stale is not None else model
+    roll, rewards, group, sampled = rollout_and_reward(learner, step, behaviour)
     metrics = {
         # Over everything sampled (before dynamic sampling drops groups): the policy's reward.
         "train/reward_mean": sampled["reward_mean"],
@@ -125,7 +158,7 @@ def update(learner: Learner, step: int) -> dict[str, float]:
 
     # 4. Log-probs of the behaviour policy (the weights that sampled), recomputed by the learner.
     with torch.no_grad():
-        old_logits = learner.backend.sequence_logits(model, roll)  # (B, T, V)
+        old_logits = learner.backend.sequence_logits(behaviour, roll)  # (B, T, V)
         old_logp = token_logp(old_logits, roll.completion_ids)  # (B, T)
         # Learner vs sampler on the same tokens at the sampling temperature: ~0 for the hf backend,
         # the kernel/precision mismatch for vllm (correct it with is_weight: tis).
@@ -229,12 +262,13 @@ def minibatch_order(B: int, minibatches: int, generator: torch.Generator) -> tup
 
 
 def rollout_and_reward(
-    learner: Learner, step: int
+    learner: Learner, step: int, behaviour: torch.nn.Module | None = None
 ) -> tuple[Rollout, torch.Tensor, torch.Tensor, dict[str, float]]:
     """Sample prompts and G completions each; score them; with dynamic sampling drop groups whose
     rewards are all equal and sample more prompts (up to `dynamic_sampling_rounds` rounds).
     Prompts and sampling noise of (step, round) come from the run's streams, so every arm draws
-    the same first-round prompts at a step whatever happened before.
+    the same first-round prompts at a step whatever happened before. `behaviour` samples (default:
+    the policy; a lagged copy with trainer.staleness).
     Returns (rollout, rewards (B, K), group ids (B,), stats of everything sampled)."""
     cfg, t, task = learner.cfg, learner.cfg.trainer, learner.task
     G = t.group_size
@@ -248,7 +282,7 @@ def rollout_and_reward(
             break
         problems = task.sample_problems(learner.streams.rng("prompts", step, round_), missing)
         roll = learner.backend.generate(
-            learner.model,
+            behaviour if behaviour is not None else learner.model,
             [p.prompt for p in problems],
             n=G,
             max_new_tokens=t.max_new_tokens,
