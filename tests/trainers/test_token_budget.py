@@ -1,7 +1,7 @@
 """Issue 10's confound fixes in the distillation and SFT trainers, at scale=tiny:
 `trainer.supervised_tokens` (stop at a budget of loss-bearing tokens, exactly; null = unchanged),
 `train/supervised_tokens`, `train/delta_norm` (||theta - theta_0||, LoRA merged) and
-`train/final_loss` in the final metrics, and the truncated shares a gate reads
+`train/final_loss` in the final metrics (grpo too), and the truncated shares a gate reads
 (`eval/<split>/truncated_frac`, `train/teacher_truncated_frac`).
 
     pytest tests/trainers/test_token_budget.py
@@ -148,3 +148,11 @@ def test_delta_norm_equals_the_merged_weights_distance():
         next(model.parameters()).add_(0.5)
     n = next(model.parameters()).numel()
     assert delta_norm(model, start) == pytest.approx(0.5 * math.sqrt(n), rel=1e-5)
+
+
+def test_grpo_final_metrics_carry_delta_norm_and_final_loss():
+    # A format reward (as the golden run): the barely pretrained tiny model gets a learning signal.
+    reward = "reward=[{name:matches,kw:{pattern:'[0-9] [.]'}}]"
+    final, curves = train(compose("experiment=clipping_bottleneck/grpo", "scale=tiny", reward))
+    assert final["train/delta_norm"] > 0
+    assert final["train/final_loss"] == curves["train/loss"][-1][1]
