@@ -113,6 +113,16 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     return ~after
 
 
+def truncated(ids: torch.Tensor, lens: torch.Tensor, budget: int, eos: int | None) -> torch.Tensor:
+    """1.0 per completion cut by a generation budget of `budget` tokens (its first `budget` tokens
+    hold no EOS: its answer may be cut off), else 0.0. ids (B, T) left-aligned completions whose
+    only EOS is their last token, lens (B,) their lengths. Completions generated at a larger budget
+    (lens > budget) count as cut at this one, so a one-pass evaluation at the largest budget can
+    read each smaller budget's share (repro.eval.micro.split_results)."""
+    last = ids.gather(1, (lens - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (B,)
+    return ((lens > budget) | ((lens == budget) & (last != eos))).float()
+
+
 class HFGenerateBackend:
     """`transformers.generate` sampling from the full distribution (no top-k/top-p/penalties, even
     where the model's generation config sets them: `full_softmax`), so that the returned

@@ -311,6 +311,13 @@ class _DistillConfig(TrainConfig):
         description="checkpoint dir (an sft run's) or a model config; null = the student's own start",
     )
     steps: int = Field(..., ge=0, description="optimiser steps; ours: paper silent")
+    supervised_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="ours: stop once this many supervised (loss-bearing) tokens are reached; null = run "
+        "every step. The step that reaches it supervises only the tokens up to it, so two trainers "
+        "capped alike learn from exactly as many tokens (`steps` stays the cap on steps)",
+    )
     prompts_per_step: int = Field(..., ge=1, description="prompts per step; ours: paper silent")
     temperature: float = Field(..., gt=0, description="ours: student sampling temperature")
     lr: float = Field(..., gt=0, description="AdamW learning rate; ours: paper silent")

@@ -4,9 +4,11 @@
     metrics = held.evaluate(model, step, train_states)      # eval/*, retention/*, drift/*, drift_policy/*
     accuracy(model, backend, problems, verify, greedy=True, max_new_tokens=24)   # one split
     split_accuracies(model, backend, {"id": ..., "ood": ...}, budgets, verify, greedy=True)  # one pass
+    split_results(...)                                      # ... and each split's truncated share
     mc_accuracy(model, tok, items)                          # log-likelihood multiple choice
 
-Eval metrics: eval/<split>/{greedy,sample}_acc for the task's eval_splits, eval/retention/<name>_acc
+Eval metrics: eval/<split>/{greedy,sample}_acc and eval/<split>/truncated_frac (greedy completions
+cut by the budget before EOS) for the task's eval_splits, eval/retention/<name>_acc
 for its retention_tasks (id, ood, facts, truths in the micro world; id (GSM8K test),
 truthfulqa_mc1, mmlu on real data), forgetting/retention against the step-0 evaluation (eq. 12)
 and state drift against the base model's own rollouts. A run that starts from a checkpoint saved
@@ -28,9 +30,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from repro.metrics import drift_report, forgetting, prefix_states, retention_report
+from repro.metrics import (
+    drift_report,
+    drop_words,
+    featurize,
+    forgetting,
+    mmd2_unbiased,
+    prefix_states,
+    retention_report,
+    within_bandwidth,
+)
 from repro.progress import ProgressReport
-from repro.rollout import HFGenerateBackend
+from repro.rollout import HFGenerateBackend, truncated
 from repro.streams import Streams
 from repro.tasks import Task
 
@@ -82,7 +93,6 @@ def accuracy(
     return ItemScores([bool(verify(t, p.answer)) for t, p in zip(roll.texts, problems)])
 
 
-@torch.no_grad()
 def split_accuracies(
     model,
     backend: HFGenerateBackend,
@@ -93,10 +103,27 @@ def split_accuracies(
     greedy: bool,
     generator: torch.Generator | None = None,
 ) -> dict[str, ItemScores]:
-    """`accuracy` of every split in `splits` from one generate call over all their prompts, at the
-    largest budget; each split's completions are then cut to its own budget (`budgets`), which
-    leaves them as a call at that budget would have made them (a token never depends on later
-    ones), and scored."""
+    """`accuracy` of every split in `splits` from one generate call (`split_results` without the
+    truncated shares)."""
+    return split_results(model, backend, splits, budgets, verify, greedy=greedy, generator=generator)[0]
+
+
+@torch.no_grad()
+def split_results(
+    model,
+    backend: HFGenerateBackend,
+    splits: dict[str, list],
+    budgets: dict[str, int],
+    verify,
+    *,
+    greedy: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, ItemScores], dict[str, float]]:
+    """(accuracy, truncated share) of every split in `splits` from one generate call over all their
+    prompts, at the largest budget; each split's completions are then cut to its own budget
+    (`budgets`), which leaves them as a call at that budget would have made them (a token never
+    depends on later ones), and scored. The truncated share is that of completions cut by the
+    split's budget without EOS (repro.rollout.truncated): answers the budget may have cut off."""
     problems = [p for probs in splits.values() for p in probs]
     roll = backend.generate(
         model,
@@ -107,13 +134,16 @@ def split_accuracies(
         greedy=greedy,
         generator=generator,
     )
-    out, start = {}, 0
+    lens = roll.completion_mask.sum(1)  # (B,)
+    acc, cut, start = {}, {}, 0
     for split, probs in splits.items():
         rows = slice(start, start + len(probs))
         start += len(probs)
         texts = _cut(backend.tok, roll, rows, budgets[split])
-        out[split] = ItemScores([bool(verify(t, p.answer)) for t, p in zip(texts, probs)])
-    return out
+        acc[split] = ItemScores([bool(verify(t, p.answer)) for t, p in zip(texts, probs)])
+        cut_rows = truncated(roll.completion_ids[rows], lens[rows], budgets[split], backend.tok.eos_token_id)
+        cut[split] = cut_rows.mean().item() if len(probs) else math.nan
+    return acc, cut
 
 
 def _cut(tok, roll, rows: slice, budget: int) -> list[str]:
@@ -216,6 +246,13 @@ class HeldOut:
     drift_prompts: list[str]  # fixed train prompts the drift metrics roll out on
     base_states: list[str]
     base_retention: dict[str, float] | None = field(default=None)
+    # The RBF bandwidth of every drift MMD of this run: fixed once from the base model's states
+    # (`base_bandwidth`), so every evaluation and every arm of a base share one kernel.
+    bandwidth: float | None = field(default=None)
+    # The base model's sampled completions of the drift prompts, and the bandwidth of their
+    # style-free states (drift_policy/mmd2_nostyle; None where the task has no style words).
+    base_completions: list[str] | None = field(default=None)
+    bandwidth_nostyle: float | None = field(default=None)
 
     @classmethod
     def build(cls, cfg: DictConfig, task: Task, model, tok, backend: HFGenerateBackend) -> HeldOut:
@@ -233,10 +270,32 @@ class HeldOut:
         )
         origin = held.origin_reference()
         if origin is None:
-            held.base_states = held.policy_states(model)
+            held.base_completions = held.policy_completions(model)
+            held.base_states = states_of(held.drift_prompts, held.base_completions, t.drift_every)
+            held.bandwidth, held.bandwidth_nostyle = held.base_bandwidth(model)
         else:
             held.base_states, held.base_retention = list(origin["states"]), dict(origin["retention"])
+            held.base_completions = origin.get("completions")
+            # References saved before the fixed bandwidth: the median within the origin's states.
+            held.bandwidth = origin.get("bandwidth") or within_bandwidth(featurize(held.base_states))
+            held.bandwidth_nostyle = origin.get("bandwidth_nostyle")
         return held
+
+    def base_bandwidth(self, model) -> tuple[float, float | None]:
+        """(bandwidth, bandwidth of the style-free states) of this run's drift kernel: the median
+        pairwise distance within the base model's greedy states on the drift prompts
+        (metrics.drift.within_bandwidth). Greedy, so that it is the same for every arm of a base:
+        the sampled states are not (the engine and transformers.generate, which LoRA arms go
+        through, draw differently from one seed)."""
+        t = self.cfg.trainer
+        prompts = self.drift_prompts
+        roll = self.backend.generate(model, prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
+        greedy = within_bandwidth(featurize(states_of(self.drift_prompts, roll.texts, t.drift_every)))
+        style = tuple(getattr(self.task, "style_words", ()))
+        if not style:
+            return greedy, None
+        plain = states_of(self.drift_prompts, drop_words(roll.texts, style), t.drift_every)
+        return greedy, within_bandwidth(featurize(plain))
 
     def _reference_settings(self) -> dict:
         t = self.cfg.trainer
@@ -245,8 +304,16 @@ class HeldOut:
 
     def reference(self) -> dict:
         """What later stages measure against (saved beside a checkpoint): the base retention
-        scores and states of this run, i.e. of its own origin, with the settings they were made under."""
-        return {**self._reference_settings(), "retention": self.base_retention, "states": self.base_states}
+        scores, states, completions and drift bandwidths of this run, i.e. of its own origin, with
+        the settings they were made under."""
+        return {
+            **self._reference_settings(),
+            "retention": self.base_retention,
+            "states": self.base_states,
+            "completions": self.base_completions,
+            "bandwidth": self.bandwidth,
+            "bandwidth_nostyle": self.bandwidth_nostyle,
+        }
 
     def origin_reference(self) -> dict | None:
         """The reference saved with the starting checkpoint (`model.path`/reference.json) when
@@ -269,6 +336,10 @@ class HeldOut:
 
     def policy_states(self, model) -> list[str]:
         """Prefix states of `model`'s own sampled rollouts on the fixed drift prompts (fixed seed)."""
+        return states_of(self.drift_prompts, self.policy_completions(model), self.cfg.trainer.drift_every)
+
+    def policy_completions(self, model) -> list[str]:
+        """`model`'s own sampled completions of the fixed drift prompts (fixed seed)."""
         t = self.cfg.trainer
         with torch.random.fork_rng():  # reseeds privately: training's random stream is untouched
             roll = self.backend.generate(
@@ -279,7 +350,7 @@ class HeldOut:
                 temperature=1.0,
                 seed=self.cfg.seed,
             )
-        return states_of(self.drift_prompts, roll.texts, t.drift_every)
+        return roll.texts
 
     def evaluate(self, model, step: int, train_states: list[str] | None) -> dict[str, float]:
         """Target accuracy, retention, forgetting vs step 0, and drift of the training states
@@ -294,7 +365,7 @@ class HeldOut:
         kw = dict(verify=self.task.verify)
         # All splits in one batched pass, greedy then sampled (sampling noise of the run's eval
         # stream at this step: the same for every arm).
-        greedy = split_accuracies(model, self.backend, self.evals, budgets, greedy=True, **kw)
+        greedy, greedy_cut = split_results(model, self.backend, self.evals, budgets, greedy=True, **kw)
         progress(done := 1, parts)
         sampled = split_accuracies(
             model, self.backend, self.evals, budgets, greedy=False, generator=streams.gen("eval", step), **kw
@@ -302,6 +373,8 @@ class HeldOut:
         progress(done := done + 1, parts)
         for split in self.evals:
             out[f"eval/{split}/greedy_acc"], out[f"eval/{split}/sample_acc"] = greedy[split], sampled[split]
+            # Greedy completions the split's budget cut before EOS (a gate: <= 1% for rows decided on them).
+            out[f"eval/{split}/truncated_frac"] = greedy_cut[split]
         scores = {}
         for name, items in self.mc.items():
             scores[name], out[f"eval/retention/{name}_margin"] = mc_results(
@@ -312,12 +385,25 @@ class HeldOut:
         if self.base_retention is None:
             self.base_retention = scores
         out |= retention_metrics(self.base_retention, scores)
-        own = self.policy_states(model)
+        own_completions = self.policy_completions(model)
+        own = states_of(self.drift_prompts, own_completions, t.drift_every)
         progress(done + 1, parts)
-        out |= drift_report(self.base_states, own if train_states is None else train_states)
-        policy = drift_report(self.base_states, own)
+        fixed = dict(bandwidth=self.bandwidth)
+        out |= drift_report(self.base_states, own if train_states is None else train_states, **fixed)
+        policy = drift_report(self.base_states, own, **fixed)
         out |= {k.replace("drift/", "drift_policy/"): v for k, v in policy.items()}
+        if self.bandwidth_nostyle is not None and self.base_completions is not None:
+            out["drift_policy/mmd2_nostyle"] = self.nostyle_mmd2(own_completions)
         return out
+
+    def nostyle_mmd2(self, completions: list[str]) -> float:
+        """MMD^2 of the policy's states against the base model's with the task's style words
+        (`task.style_words`) dropped from both sides' completions before they are cut into states,
+        under the fixed style-free bandwidth: drift that a change of solution style alone cannot show."""
+        t, style = self.cfg.trainer, tuple(getattr(self.task, "style_words", ()))
+        base = states_of(self.drift_prompts, drop_words(self.base_completions, style), t.drift_every)
+        own = states_of(self.drift_prompts, drop_words(completions, style), t.drift_every)
+        return mmd2_unbiased(featurize(base), featurize(own), bandwidth=self.bandwidth_nostyle)
 
 
 def retention_metrics(base: dict[str, float], post: dict[str, float]) -> dict[str, float]:

@@ -7,6 +7,13 @@ same prompts, cut the completions into prefix states, featurise them lexically a
     post = prefix_states(prompts, post_completions, every=8)
     drift_report(base, post)  # {"drift/mmd2": ..., "drift/centroid": ..., ...}
 
+One kernel per comparison set: `drift_report(base, post, bandwidth=h)` with h fixed once from the
+base model's own states (`within_bandwidth(featurize(base_greedy))`, repro.eval.micro.HeldOut), so
+every arm and every evaluation of a base is measured with the same RBF kernel; the per-comparison
+median heuristic (which moves with each arm's states) stays beside it as `drift/mmd2_median`.
+`drop_words(completions, words)` removes format words (a solution style's) before the states are
+cut, for an MMD that ignores style.
+
 Features are hashed n-gram counts over whitespace tokens with a keyed blake2b hash, so they are
 the same in every process (Python's `hash()` is salted per process). All pairwise work is one
 matrix product: fine up to a few thousand states per side (O(N^2) memory).
@@ -91,11 +98,24 @@ def median_bandwidth(X: np.ndarray, Y: np.ndarray) -> float:
     return _median_bandwidth(_sq_dists(X, X), _sq_dists(Y, Y), _sq_dists(X, Y))
 
 
+def within_bandwidth(X: np.ndarray) -> float:
+    """Median heuristic within one sample: the median Euclidean distance over its distinct pairs
+    (fallbacks as `median_bandwidth`). Computed once from the base model's states, it fixes one
+    kernel for every comparison against that base. Needs >= 2 rows."""
+    X, _ = _check_pair(X, X, min_rows=2)
+    dxx = _sq_dists(X, X)
+    return _median_of(np.sqrt(dxx[np.triu_indices_from(dxx, k=1)]))
+
+
 def _median_bandwidth(dxx: np.ndarray, dyy: np.ndarray, dxy: np.ndarray) -> float:
     pooled = np.concatenate(
         [dxx[np.triu_indices_from(dxx, k=1)], dyy[np.triu_indices_from(dyy, k=1)], dxy.ravel()]
     )
-    dist = np.sqrt(pooled)
+    return _median_of(np.sqrt(pooled))
+
+
+def _median_of(dist: np.ndarray) -> float:
+    """Median of pairwise distances; of the non-zero ones if that is 0; 1.0 if all are 0."""
     med = float(np.median(dist)) if dist.size else 0.0
     if med == 0.0:
         positive = dist[dist > 0]
@@ -113,10 +133,15 @@ def mmd2_unbiased(X: np.ndarray, Y: np.ndarray, bandwidth: float | None = None) 
     from the same distribution. Needs m, n >= 2.
     """
     X, Y = _check_pair(X, Y, min_rows=2)
-    m, n = len(X), len(Y)
     dxx, dyy, dxy = _sq_dists(X, X), _sq_dists(Y, Y), _sq_dists(X, Y)  # (m, m), (n, n), (m, n)
     if bandwidth is None:
         bandwidth = _median_bandwidth(dxx, dyy, dxy)
+    return _mmd2_of(dxx, dyy, dxy, bandwidth)
+
+
+def _mmd2_of(dxx: np.ndarray, dyy: np.ndarray, dxy: np.ndarray, bandwidth: float) -> float:
+    """Unbiased MMD^2 from the squared-distance matrices (m, m), (n, n), (m, n)."""
+    m, n = len(dxx), len(dyy)
     if not bandwidth > 0:
         raise ConfigError(f"drift: bandwidth must be > 0, got {bandwidth}")
     gamma = 1.0 / (2.0 * bandwidth**2)
@@ -183,6 +208,13 @@ def prefix_states(
     ]
 
 
+def drop_words(completions: Sequence[str], words: Iterable[str]) -> list[str]:
+    """Each whitespace-tokenised completion without the tokens in `words` (e.g. a solution
+    style's format words), re-joined by single spaces."""
+    drop = frozenset(words)
+    return [" ".join(w for w in c.split() if w not in drop) for c in completions]
+
+
 def drift_report(
     base_states: Sequence[str],
     states: Sequence[str],
@@ -194,11 +226,23 @@ def drift_report(
     n_projections: int = 128,
     jaccard_n: int = 2,
 ) -> dict[str, float]:
-    """Every drift measure of `states` against `base_states`, on the same hashed features."""
+    """Every drift measure of `states` against `base_states`, on the same hashed features.
+
+    `bandwidth`: the RBF kernel's, fixed by the caller (e.g. `within_bandwidth` of the base
+    model's states); then `drift/mmd2` uses it, `drift/bandwidth` reports it and
+    `drift/mmd2_median` is the MMD^2 under the per-comparison median heuristic (the kernel that
+    moves with `states`). None: `drift/mmd2` uses the per-comparison median."""
     X = featurize(base_states, n=n, dim=dim, seed=seed)  # (m, dim)
     Y = featurize(states, n=n, dim=dim, seed=seed)  # (n, dim)
+    X, Y = _check_pair(X, Y, min_rows=2)
+    dxx, dyy, dxy = _sq_dists(X, X), _sq_dists(Y, Y), _sq_dists(X, Y)  # (m, m), (n, n), (m, n)
+    median = _median_bandwidth(dxx, dyy, dxy)
+    fixed = {}
+    if bandwidth is not None:
+        fixed = {"drift/bandwidth": float(bandwidth), "drift/mmd2_median": _mmd2_of(dxx, dyy, dxy, median)}
     return {
-        "drift/mmd2": mmd2_unbiased(X, Y, bandwidth=bandwidth),
+        "drift/mmd2": _mmd2_of(dxx, dyy, dxy, median if bandwidth is None else bandwidth),
+        **fixed,
         "drift/centroid": centroid_distance(X, Y),
         "drift/sliced_w1": sliced_wasserstein(X, Y, n_projections=n_projections, seed=seed),
         "drift/jaccard": jaccard(base_states, states, n=jaccard_n),

@@ -119,18 +119,23 @@ from repro.tables.stats import (
 # them), plus the oscillation summaries in `final`. A paper's own metrics go in its `metrics:`.
 _TRAIN = (
     "reward_mean reward_std entropy loss grad_norm kl_k3 ratio_dev ratio_max clipfrac clipfrac_high_pos_adv "
-    "clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv"
+    "clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv "
+    # final metrics of sft / opd / offline_distill: the last step's loss, ||theta - theta_0||, the
+    # steps and loss-bearing tokens of the run, offline distillation's truncated teacher completions
+    "final_loss delta_norm steps supervised_tokens teacher_truncated_frac"
 ).split()
 _EVAL = (
     "id/greedy_acc id/sample_acc ood/greedy_acc ood/sample_acc retention/facts_acc retention/truths_acc "
-    "retention/facts_margin retention/truths_margin"
+    "retention/facts_margin retention/truths_margin id/truncated_frac ood/truncated_frac"
 ).split()
 # osc/<name> = std (ddof=0) of the step-to-step changes of the curve it summarizes.
 OSC_SOURCES = {"osc/reward": "train/reward_mean", "osc/id_acc": "eval/id/greedy_acc"}
 # Forgetting/retention vs the step-0 evaluation (eq. 12) and state drift vs the base model's states
 # (repro.metrics.drift.drift_report): drift/* of the training states, drift_policy/* of the policy's own.
 _RETENTION = ("retention/forgetting", "retention/ratio")
-_DRIFT = ("mmd2", "centroid", "sliced_w1", "jaccard")
+# With the run's fixed kernel (repro.eval.micro.HeldOut.bandwidth): also the bandwidth and the MMD^2
+# under the per-comparison median; drift_policy/mmd2_nostyle without the SFT styles' format words.
+_DRIFT = ("mmd2", "centroid", "sliced_w1", "jaccard", "bandwidth", "mmd2_median")
 # run/<share>: a share stat of the clipped objective pooled over the whole run (Σ num / Σ den).
 _RUN_SHARES = (
     "clipfrac clipfrac_high_pos_adv clipfrac_high_neg_adv clipfrac_low_pos_adv clipfrac_low_neg_adv "
@@ -139,7 +144,7 @@ _RUN_SHARES = (
 KNOWN_METRICS = frozenset(
     [f"train/{m}" for m in _TRAIN]
     + [f"run/{m}" for m in _RUN_SHARES]
-    + ["rollout/len_mean"]
+    + ["rollout/len_mean", "rollout/truncated_frac", "drift_policy/mmd2_nostyle"]
     + [f"eval/{m}" for m in _EVAL]
     + list(OSC_SOURCES)
     + list(_RETENTION)

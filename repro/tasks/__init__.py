@@ -28,6 +28,7 @@ class Task(Protocol):
     retention_tasks: tuple[str, ...]  # MC tasks: metrics eval/retention/<name>_acc
     stop_strings: tuple[str, ...] | None  # generation stops at these (None: at eos only)
     mc_batch_size: int | None  # texts per forward pass when scoring choices (None: all at once)
+    style_words: tuple[str, ...]  # format words of the SFT styles (drift_policy/mmd2_nostyle drops them)
 
     def sample_problems(self, rng: random.Random, n: int) -> list[Any]:
         """`n` training problems, each with `.prompt` and `.answer`."""

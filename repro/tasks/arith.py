@@ -132,6 +132,10 @@ class ArithWorld:
     retention_tasks: ClassVar[tuple[str, ...]] = ("facts", "truths")
     stop_strings: ClassVar[tuple[str, ...] | None] = None  # completions end at eos
     mc_batch_size: ClassVar[int | None] = None  # every choice of every item in one forward pass
+    # The format words in which the SFT "third" style ("first : 5 + 3 is 8 .") and the worked style
+    # the base model writes ("first 5 + 3 = 8 .") differ: without them the two are the same text.
+    # drift_policy/mmd2_nostyle drops them from completions (an MMD that style alone cannot move).
+    style_words: ClassVar[tuple[str, ...]] = (":", "is", "=")
 
     min_steps: int = 1
     max_steps: int = 3

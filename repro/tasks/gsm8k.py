@@ -29,7 +29,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from repro.errors import ConfigError
 from repro.eval.lm_eval_tasks import (
@@ -144,6 +144,8 @@ class GSM8KTask:
     truthfulqa_primer: bool = True
     stop_strings: tuple[str, ...] | None = tuple(GSM8K_UNTIL)
     mc_batch_size: int | None = 8
+    # GSM8K's SFT data are its own solutions (one style): no style words to drop from drift.
+    style_words: ClassVar[tuple[str, ...]] = ()
     tokenizer: Any = field(default=None, repr=False)
     eval_splits: tuple[str, ...] = field(default=("id",), init=False)
     _train: list[GSM8KProblem] = field(default_factory=list, init=False, repr=False)

@@ -7,6 +7,8 @@ trainer's loop is the algorithm:
     model = with_lora(model, cfg.trainer.lora, streams.seed_of("init"))   # peft adapters, or the model
     teacher = load_teacher(cfg, tok)                 # the frozen teacher of opd / offline_distill
     batch = encode_pairs(tok, [(context, target)])   # teacher-forcing batch as a Rollout
+    mask = cap_supervised(mask, done, t.supervised_tokens)   # a token budget across trainers
+    start = weight_snapshot(model); ...; delta_norm(model, start)   # ||theta - theta_0|| (train/delta_norm)
     save_checkpoint(cfg, model, tok, held.reference())   # <cache_dir>/checkpoints/<hash>/seed<N>/
 
 The evaluator they share is repro.eval.micro.HeldOut.
@@ -15,6 +17,7 @@ The evaluator they share is repro.eval.micro.HeldOut.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -120,6 +123,48 @@ def encode_pairs(tok, pairs: list[tuple[str, str]]) -> Rollout:
     return Rollout(
         ctx["input_ids"], ctx["attention_mask"], ids, mask, torch.zeros(ids.shape), [y for _, y in pairs]
     )
+
+
+def cap_supervised(mask: torch.Tensor, done: int, budget: int | None) -> torch.Tensor:
+    """`mask` (B, T) with only its first `budget - done` supervised tokens kept (in row order: whole
+    completions first), so that a run stopping at `budget` (`trainer.supervised_tokens`) learns
+    from exactly that many tokens whatever its batch holds; `mask` itself when budget is None."""
+    if budget is None:
+        return mask
+    keep = mask.flatten().cumsum(0) <= max(budget - done, 0)  # (B*T,)
+    return mask & keep.view_as(mask)
+
+
+def weight_snapshot(model) -> dict[str, torch.Tensor] | None:
+    """The trainable weights before training (for `delta_norm`), or None for a peft model, whose
+    delta is its adapters' own (B starts at 0)."""
+    if _lora_layers(model):
+        return None
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def delta_norm(model, start: dict[str, torch.Tensor] | None) -> float:
+    """||theta - theta_0||_2 over all weights (`train/delta_norm`): for a peft model the merged
+    LoRA delta, sum over adapted layers of ||B A * alpha / r||_F^2 (every other weight is frozen),
+    else against the `weight_snapshot` taken before training."""
+    layers = _lora_layers(model)
+    if layers:
+        sq = sum(float(m.get_delta_weight(a).float().pow(2).sum()) for m in layers for a in m.active_adapters)
+        return math.sqrt(sq)
+    if start is None:
+        raise ValueError("delta_norm: a model without LoRA adapters needs its weight_snapshot")
+    params = dict(model.named_parameters())
+    return math.sqrt(sum(float((params[n].detach() - w).float().pow(2).sum()) for n, w in start.items()))
+
+
+def _lora_layers(model) -> list:
+    """The peft LoRA layers of `model` (none for a plain model)."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # peft not installed: no model can have adapters
+        return []
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
 def save_checkpoint(cfg: DictConfig, model, tok, reference: dict | None = None) -> Path:

@@ -36,10 +36,18 @@ from repro.eval.micro import HeldOut
 from repro.eval.vote import VoteEval
 from repro.metrics.stability import stability_summary
 from repro.models import load_policy
-from repro.rollout import Rollout, RolloutBackend, make_backend, token_entropy, token_logp
+from repro.rollout import Rollout, RolloutBackend, make_backend, token_entropy, token_logp, truncated
 from repro.tasks import Task, build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
-from repro.trainers.common import Streams, optimizer, optimizer_step, save_checkpoint, seed_run
+from repro.trainers.common import (
+    Streams,
+    delta_norm,
+    optimizer,
+    optimizer_step,
+    save_checkpoint,
+    seed_run,
+    weight_snapshot,
+)
 
 
 @dataclass
@@ -89,6 +97,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     model.train()
     backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     learner = Learner(cfg, task, model, backend, optimizer(model, t), streams)
+    start = weight_snapshot(model)  # for train/delta_norm
     if t.get("staleness", 0) > 0:
         learner.stale = StaleSampler(model, t.staleness)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
@@ -104,9 +113,10 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     log(last_eval, 0)
     reward_curve: list[float] = []
     acc_curve, eval_steps = [last_eval["eval/id/greedy_acc"]], [0]
-    t0 = time.time()
+    t0, last_loss = time.time(), math.nan
     for step in range(1, t.steps + 1):
         metrics = update(learner, step)
+        last_loss = metrics.get("train/loss", last_loss)  # a step with no informative group has none
         if learner.stale is not None:
             learner.stale.push(model)  # this step's version, for the lagged sampler
         log(metrics, step)
@@ -123,6 +133,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     final["osc/id_acc"] = diff_std(acc_curve)
     final |= {f"run/{k}": float(v) for k, v in learner.shares.items()}
     final |= stability_summary(eval_steps, acc_curve)  # peak, end/peak, collapse step of id accuracy
+    final["train/final_loss"] = last_loss
+    final["train/delta_norm"] = delta_norm(model, start)  # ||theta - theta_0||
     final["train/seconds"] = time.time() - t0
     if t.save:
         save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin
@@ -329,13 +341,6 @@ def rollout_and_reward(
     }
     pad = learner.backend.tok.pad_token_id
     return cat_rollouts(rolls, pad), torch.cat(rewards), torch.cat(groups), sampled
-
-
-def truncated(ids: torch.Tensor, lens: torch.Tensor, budget: int, eos: int | None) -> torch.Tensor:
-    """1.0 per completion that used the whole generation budget without ending in EOS (its answer
-    may be cut off), else 0.0. ids (B, T) left-aligned completions, lens (B,) their lengths."""
-    last = ids.gather(1, (lens - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    return ((lens >= budget) & (last != eos)).float()
 
 
 def sampler_mismatch(learner_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -4,6 +4,8 @@ Reads top to bottom as the algorithm:
     the teacher writes full greedy completions of the train prompts     (states from the teacher)
     -> the student takes cross-entropy on them (teacher forcing) -> aggregate -> step
     -> periodic eval (target, retention, forgetting, drift of the teacher's states)
+    until `steps`, or until `supervised_tokens` loss-bearing tokens (null: every step), so that it
+    can match OPD on supervised tokens rather than on prompts (train/supervised_tokens, cumulative)
 
 Sequence-level KD (Kim & Rush 2016) with the same loss, steps and prompts per step as
 repro/trainers/opd.py: only whose states the student learns on differs. The teacher is
@@ -14,6 +16,7 @@ Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=offline_distill trainer.teache
 
 from __future__ import annotations
 
+import math
 import time
 
 from omegaconf import DictConfig
@@ -21,15 +24,18 @@ from omegaconf import DictConfig
 from repro.algos import AGGREGATIONS, DISTILL_LOSSES
 from repro.eval.micro import HeldOut, states_of
 from repro.models import load_policy
-from repro.rollout import make_backend, sequence_logits, token_logp
+from repro.rollout import make_backend, sequence_logits, token_logp, truncated
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
+    cap_supervised,
+    delta_norm,
     load_teacher,
     optimizer,
     optimizer_step,
     save_checkpoint,
     seed_run,
+    weight_snapshot,
     with_lora,
 )
 
@@ -53,18 +59,23 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model.train()
     opt = optimizer(model, t)
+    start = weight_snapshot(model)  # for train/delta_norm
 
     last_eval = held.evaluate(model, 0, train_states)
     log(last_eval, 0)
-    t0, supervised = time.time(), 0  # supervised: target tokens so far (to match budgets across trainers)
+    t0, supervised, step = time.time(), 0, 0  # supervised: loss-bearing tokens so far
+    eos, cut = tok.eos_token_id, []  # cut: per-step share of teacher completions cut by the budget
     for step in range(1, t.steps + 1):
         prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The teacher writes full greedy completions of the prompts: the sequence-level KD targets.
         roll = backend.generate(teacher, prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
+        lens = roll.completion_mask.sum(1)  # (B,)
+        # Teacher completions the budget cut before EOS: the student would learn cut answers (gate <= 1%).
+        cut.append(truncated(roll.completion_ids, lens, t.max_new_tokens, eos).mean().item())
         # 2. The student takes cross-entropy on them, teacher forcing on the teacher's states.
         logp = token_logp(sequence_logits(model, roll), roll.completion_ids)  # (B, T)
-        mask = roll.completion_mask  # (B, T)
-        metrics = {"rollout/len_mean": mask.sum(1).float().mean().item()}
+        mask = cap_supervised(roll.completion_mask, supervised, t.supervised_tokens)  # (B, T)
+        metrics = {"rollout/len_mean": lens.float().mean().item(), "train/teacher_truncated_frac": cut[-1]}
         loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (B, T)
         loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
         supervised += int(mask.sum())
@@ -72,13 +83,21 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
         metrics["train/loss"] = loss.item()
         log(metrics, step)
-        if step % t.eval_every == 0 or step == t.steps:
+        spent = t.supervised_tokens is not None and supervised >= t.supervised_tokens
+        if step % t.eval_every == 0 or step == t.steps or spent:
             last_eval = held.evaluate(model, step, train_states)
             log(last_eval, step)
         log.progress(step, t.steps, loss=metrics["train/loss"], acc=last_eval["eval/id/greedy_acc"])
+        if spent:  # trainer.supervised_tokens reached: the token budget, not the steps, ends the run
+            break
 
     final = dict(last_eval)
     final["train/supervised_tokens"] = float(supervised)
+    final["train/steps"] = float(step)
+    # Over the whole run (every step's prompts weigh the same): the gate's share.
+    final["train/teacher_truncated_frac"] = sum(cut) / len(cut) if cut else math.nan
+    final["train/final_loss"] = metrics["train/loss"] if step else math.nan
+    final["train/delta_norm"] = delta_norm(model, start)
     final["train/seconds"] = time.time() - t0
     if t.save:
         save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin

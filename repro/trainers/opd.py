@@ -8,6 +8,8 @@ Reads top to bottom as the algorithm:
     loss = forward_kl | reverse_kl (one-step next-token OPD, which collapsed in the paper):
         full-vocabulary KL between teacher and student at every position of the student's sample
     -> aggregate -> step -> periodic eval (target, retention, forgetting, drift of its own states)
+    until `steps`, or until `supervised_tokens` loss-bearing tokens (null: every step), to match a
+    budget in tokens across trainers (train/supervised_tokens, cumulative)
 
 Its off-policy control, whose states come from the teacher, is repro/trainers/offline_distill.py.
 The teacher is `trainer.teacher` (repro.trainers.common.load_teacher): a checkpoint dir (e.g. an
@@ -21,6 +23,7 @@ Run:  PYTHONPATH=. REPRO_ROOT=. repro run trainer=opd trainer.teacher=<sft check
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -34,11 +37,14 @@ from repro.rollout import Rollout, make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
+    cap_supervised,
+    delta_norm,
     load_teacher,
     optimizer,
     optimizer_step,
     save_checkpoint,
     seed_run,
+    weight_snapshot,
     with_lora,
 )
 
@@ -59,11 +65,12 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model.train()
     opt = optimizer(model, t)
+    start = weight_snapshot(model)  # for train/delta_norm
 
     # Drift of the training states = of the student's own states, re-rolled at each evaluation.
     last_eval = held.evaluate(model, 0, train_states=None)
     log(last_eval, 0)
-    t0, supervised = time.time(), 0  # supervised: target tokens so far (to match budgets across trainers)
+    t0, supervised, step = time.time(), 0, 0  # supervised: loss-bearing tokens so far
     for step in range(1, t.steps + 1):
         prompts = [p.prompt for p in task.sample_problems(streams.rng("prompts", step), t.prompts_per_step)]
         # 1. The student samples its own rollouts: the states s ~ d^{pi_S} of eq. 7.
@@ -82,7 +89,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             logits = sequence_logits(model, roll)  # (B, T, V)
             with torch.no_grad():
                 teacher_logits = sequence_logits(teacher, roll)  # (B, T, V)
-            mask = roll.completion_mask  # (B, T)
+            mask = cap_supervised(roll.completion_mask, supervised, t.supervised_tokens)  # (B, T)
             loss_mat = DISTILL_LOSSES[t.loss](logits, teacher_logits, mask)  # (B, T)
         else:
             # 2b. Continuation OPD: cut at a random prefix (eos excluded); the teacher continues greedily.
@@ -92,7 +99,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
             cont = backend.generate(teacher, states, n=1, max_new_tokens=t.continuation_tokens, greedy=True)
             # 3. The student takes cross-entropy on the teacher's continuation of its own prefix.
             logp = token_logp(sequence_logits(model, cont), cont.completion_ids)  # (B, T)
-            mask = cont.completion_mask  # (B, T)
+            mask = cap_supervised(cont.completion_mask, supervised, t.supervised_tokens)  # (B, T)
             loss_mat = DISTILL_LOSSES["continuation"](logp, mask)  # (B, T)
             metrics["train/prefix_len_mean"] = sum(cuts) / len(cuts)
         loss = AGGREGATIONS[cfg.agg.name](loss_mat, mask, **cfg.agg.kw)
@@ -101,13 +108,19 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
         metrics["train/grad_norm"] = optimizer_step(model, opt, loss, t, step)
         metrics["train/loss"] = loss.item()
         log(metrics, step)
-        if step % t.eval_every == 0 or step == t.steps:
+        spent = t.supervised_tokens is not None and supervised >= t.supervised_tokens
+        if step % t.eval_every == 0 or step == t.steps or spent:
             last_eval = held.evaluate(model, step, train_states=None)
             log(last_eval, step)
         log.progress(step, t.steps, loss=metrics["train/loss"], acc=last_eval["eval/id/greedy_acc"])
+        if spent:  # trainer.supervised_tokens reached: the token budget, not the steps, ends the run
+            break
 
     final = dict(last_eval)
     final["train/supervised_tokens"] = float(supervised)
+    final["train/steps"] = float(step)
+    final["train/final_loss"] = metrics["train/loss"] if step else math.nan
+    final["train/delta_norm"] = delta_norm(model, start)
     final["train/seconds"] = time.time() - t0
     if t.save:
         save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin

@@ -31,11 +31,13 @@ from repro.rollout import make_backend, sequence_logits, token_logp
 from repro.tasks import build_task
 from repro.trainers.base import TRAINERS, Logger, TrainerSpec
 from repro.trainers.common import (
+    delta_norm,
     encode_pairs,
     optimizer,
     optimizer_step,
     save_checkpoint,
     seed_run,
+    weight_snapshot,
     with_lora,
 )
 
@@ -58,12 +60,13 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     model.train()
     opt = optimizer(model, t)
+    start = weight_snapshot(model)  # for train/delta_norm
     per_epoch = math.ceil(len(data) / t.batch_size)
     total = t.epochs * per_epoch if t.steps is None else min(t.steps, t.epochs * per_epoch)
 
     last_eval = held.evaluate(model, 0, train_states)
     log(last_eval, 0)
-    t0, step = time.time(), 0
+    t0, step, loss = time.time(), 0, None
     for epoch in range(t.epochs):
         for idx in torch.randperm(len(data), generator=streams.gen("shuffle", epoch)).split(t.batch_size):
             if step == total:
@@ -84,6 +87,8 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
 
     final = dict(last_eval)
     final["train/steps"] = float(step)
+    final["train/final_loss"] = loss.item() if loss is not None else math.nan  # the last step's
+    final["train/delta_norm"] = delta_norm(model, start)  # ||theta - theta_0||, LoRA merged
     final["train/seconds"] = time.time() - t0
     if t.save:
         save_checkpoint(cfg, model, tok, held.reference())  # later stages measure against its origin

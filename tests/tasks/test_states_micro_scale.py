@@ -1,0 +1,55 @@
+"""The States package's micro scale file (experiments/states_not_tokens/scales/micro.yaml, issue 10):
+every arm on world v2 (the task `task=arith_v2` composes, so the shipped v2 bases load by spec), a
+40-token budget for every trainer, LoRA r 8 / alpha 16 wherever an arm trains adapters, offline
+distillation capped at OPD's supervised tokens; the command line still wins.
+
+    pytest tests/tasks/test_states_micro_scale.py
+"""
+
+from __future__ import annotations
+
+import pytest
+from hydra_helpers import ROOT, compose
+from omegaconf import OmegaConf
+
+from repro.config import package_arms
+from repro.models.micro import locate_base
+
+ARMS = package_arms(ROOT, "states_not_tokens")
+
+
+@pytest.fixture(scope="module")
+def v2_task():
+    return OmegaConf.to_container(compose("task=arith_v2", validate=False).task, resolve=True)
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_every_arm_is_on_world_v2_with_a_40_token_budget(arm, v2_task):
+    cfg = compose(f"experiment=states_not_tokens/{arm}", "seed=2")
+    assert OmegaConf.to_container(cfg.task, resolve=True) == v2_task
+    assert cfg.trainer.max_new_tokens == 40
+    folder, source = locate_base(cfg.task, cfg.model, cfg.paths.cache_dir)
+    assert (folder.name, source) == ("arith_v2_base1", "shipped")  # seed 2 -> base 1, no pretraining
+    lora = cfg.trainer.get("lora")
+    if cfg.trainer.name in ("sft", "opd", "offline_distill"):
+        assert (lora.r, lora.alpha) == (8, 16)
+    else:
+        assert lora is None
+    want = 16000 if arm == "offline_from_stress" else None
+    assert cfg.trainer.get("supervised_tokens") == want
+
+
+def test_the_command_line_wins_over_the_package_scale_file():
+    cfg = compose(
+        "experiment=states_not_tokens/offline_from_stress",
+        "trainer.max_new_tokens=24",
+        "trainer.lora.r=64",
+        "trainer.supervised_tokens=null",
+    )
+    assert (cfg.trainer.max_new_tokens, cfg.trainer.lora.r, cfg.trainer.supervised_tokens) == (24, 64, None)
+    assert cfg.task.n_truth_entities == 200  # the file's other values stay
+
+
+def test_other_scales_are_untouched():
+    cfg = compose("experiment=states_not_tokens/stress_sft", "scale=small", validate=False)
+    assert cfg.trainer.lora.r == 64 and cfg.task.kind == "gsm8k"
