@@ -55,8 +55,9 @@ def rows_of(folder: Path) -> list[dict]:
         row = {k: _get(rec["config"], k) for k in KNOBS}
         row |= {m: rec["final"].get(m, float("nan")) for m in SHOWN}
         row["seed"], row["task"] = rec["seed"], rec["config"]["task"]
+        row["base"] = rec["config"]["model"].get("base")
         rows.append(row)
-    return sorted(rows, key=lambda r: tuple(r[k] for k in KNOBS))
+    return sorted(rows, key=lambda r: (*(r[k] for k in KNOBS), r["seed"]))
 
 
 def passes(row: dict) -> bool:
@@ -81,15 +82,15 @@ def render(rows: list[dict], source: str) -> str:
         "boundary, and the share of tokens zeroed on the low side (A < 0, r < 1 - eps_low). "
         "Accuracy is not shown on purpose.",
         "",
-        "| minibatches | epochs | lr | δ | steps | G x prompts | staleness | clip fraction "
+        "| seed (base) | minibatches | epochs | lr | δ | steps | G x prompts | staleness | clip fraction "
         "| of which low side | rescued / all signal | rescued / clipped signal | clipped signal within 0.05 "
         "| mechanism gates | ≥ 20% of clipped |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['trainer.minibatches']} | {r['trainer.epochs']} | {r['trainer.lr']:g} "
-            f"| {r['objective.kw.delta']} | {r['trainer.steps']} "
+            f"| {r['seed']} ({r['base']}) | {r['trainer.minibatches']} | {r['trainer.epochs']} "
+            f"| {r['trainer.lr']:g} | {r['objective.kw.delta']} | {r['trainer.steps']} "
             f"| {r['trainer.group_size']} x {r['trainer.prompts_per_step']} | {r['trainer.staleness']} "
             f"| {r['run/clipfrac']:.4f} | {r['run/clipfrac_low_neg_adv']:.4f} | {r['run/rescued_sig']:.4f} "
             f"| {r['run/rescued_sig_of_clipped']:.3f} | {r['run/nbm_abs_sig_of_clipped']:.3f} "
@@ -116,7 +117,8 @@ def figure(rows: list[dict], out: Path) -> None:
         ax.scatter(r["run/clipfrac"], r["run/rescued_sig"], color="tab:green" if passes(r) else "tab:gray")
         ax.annotate(
             f"{r['trainer.minibatches']}x{r['trainer.epochs']} lr {r['trainer.lr']:g} "
-            f"δ {r['objective.kw.delta']}" + (f" lag {r['trainer.staleness']}" if r["trainer.staleness"] else ""),
+            f"δ {r['objective.kw.delta']}"
+            + (f" lag {r['trainer.staleness']}" if r["trainer.staleness"] else ""),
             (r["run/clipfrac"], r["run/rescued_sig"]),
             fontsize=6,
             xytext=(3, 2),

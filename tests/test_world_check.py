@@ -20,11 +20,19 @@ def _load(name: str):
     return module
 
 
-@pytest.mark.parametrize("folder", ["world_v2", "clip_calibration_v2/preconditions_8x2"])
-def test_committed_precondition_table_is_generated_from_the_committed_records(folder):
+@pytest.mark.parametrize(
+    "folder,n",
+    [
+        ("world_v2", 6),
+        ("clip_calibration_v2/preconditions_8x2", 6),
+        # dapo seed 2 was stopped once GRPO's collapse on two bases had ruled the regime out
+        ("clip_calibration_v2/preconditions_16x1", 5),
+    ],
+)
+def test_committed_precondition_table_is_generated_from_the_committed_records(folder, n):
     wc = _load("world_check")
     rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
-    assert len(rows) == 6 and {r["arm"] for r in rows} == {"grpo", "dapo"}
+    assert len(rows) == n and {r["arm"] for r in rows} == {"grpo", "dapo"}
     assert {r["base"] for r in rows} == {0, 1, 2}  # every shipped base of the candidate world
     text = wc.render(rows, f"benchmarks/{folder}/records")
     assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
@@ -41,7 +49,8 @@ def test_committed_calibration_table_is_generated_from_the_committed_records():
     cal = _load("clip_calibration")
     folder = REPO / "benchmarks" / "clip_calibration_v2"
     rows = cal.rows_of(folder / "records")
-    assert len(rows) == 18 and {r["trainer.minibatches"] for r in rows} == {4, 8, 16}
+    assert len(rows) == 35 and {r["trainer.minibatches"] for r in rows} == {4, 8, 16}
+    assert {r["trainer.staleness"] for r in rows} == {0, 1, 2} and {r["seed"] for r in rows} == {1, 2, 3}
     text = cal.render(rows, "benchmarks/clip_calibration_v2/records")
     assert (folder / "calibration.md").read_text() == text + "\n"
     assert "eval/" not in text and "acc" not in text  # chosen before NSR's accuracy is looked at
@@ -50,14 +59,12 @@ def test_committed_calibration_table_is_generated_from_the_committed_records():
 def test_calibration_gates_need_every_condition():
     cal = _load("clip_calibration")
     ok = {"run/clipfrac": 0.05, "run/rescued_sig": 0.012, "run/rescued_sig_of_clipped": 0.24}
-    assert cal.passes(ok)
-    for metric, bad in (
-        ("run/clipfrac", 0.11),
-        ("run/clipfrac", 0.019),
-        ("run/rescued_sig", 0.009),
-        ("run/rescued_sig_of_clipped", 0.19),
-    ):
+    assert cal.passes(ok) and cal.of_clipped_met(ok)
+    for metric, bad in (("run/clipfrac", 0.11), ("run/clipfrac", 0.019), ("run/rescued_sig", 0.009)):
         assert not cal.passes(ok | {metric: bad}), metric
+    # The share of the clipped signal is reported, not a gate (scripts/clip_calibration.py).
+    low = ok | {"run/rescued_sig_of_clipped": 0.19}
+    assert cal.passes(low) and not cal.of_clipped_met(low)
 
 
 def test_circa_world_table_is_generated_from_the_committed_records():
