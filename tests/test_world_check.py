@@ -49,8 +49,12 @@ def test_committed_calibration_table_is_generated_from_the_committed_records():
     cal = _load("clip_calibration")
     folder = REPO / "benchmarks" / "clip_calibration_v2"
     rows = cal.rows_of(folder / "records")
-    assert len(rows) == 35 and {r["trainer.minibatches"] for r in rows} == {4, 8, 16}
-    assert {r["trainer.staleness"] for r in rows} == {0, 1, 2} and {r["seed"] for r in rows} == {1, 2, 3}
+    assert len(rows) == 41 and {r["trainer.minibatches"] for r in rows} == {4, 8, 16}
+    assert {r["trainer.staleness"] for r in rows} == {0, 1, 2, 6, 8, 10} and {r["seed"] for r in rows} == {
+        1,
+        2,
+        3,
+    }
     text = cal.render(rows, "benchmarks/clip_calibration_v2/records")
     assert (folder / "calibration.md").read_text() == text + "\n"
     assert "eval/" not in text and "acc" not in text  # chosen before NSR's accuracy is looked at
