@@ -25,10 +25,12 @@ def test_shipped_base_matches_its_manifest(k):
     assert manifest["base"] == k and manifest["spec"]["seed"] == k
     assert sha256_file(folder / WEIGHTS) == manifest["sha256"]
     assert manifest["made"]["threads"] == 1
-    # The default micro config of a seed that maps to base k is exactly the spec base k was made
-    # with, so it loads the shipped weights: a change to the world or the pretraining settings that
-    # would silently make every machine pretrain its own base fails here instead.
-    cfg = compose("experiment=clipping_bottleneck/dapo", f"seed={k + 1}")
+    # The default micro config (no experiment: the landed world, which ftis and two_rewards_rlif
+    # still build on; the clipping and States packages use world v2 and its own shipped bases) of a
+    # seed that maps to base k is exactly the spec base k was made with, so it loads the shipped
+    # weights: a change to the world or the pretraining settings that would silently make every
+    # machine pretrain its own base fails here instead.
+    cfg = compose(f"seed={k + 1}")
     assert cfg.model.base == k
     assert pretrain_key(cfg.task, cfg.model) == manifest["pretrain_key"]
     path, source = base_checkpoint(cfg.task, cfg.model, cfg.paths.cache_dir)
@@ -39,6 +41,17 @@ def test_shipped_base_matches_its_manifest(k):
         "source": "shipped",
         "base": k,
     }
+
+
+@pytest.mark.parametrize("k", range(N_BASES))
+def test_the_world_v2_packages_load_the_shipped_v2_bases(k):
+    """clipping_bottleneck's micro scale file puts its arms on world v2: seed k + 1 loads the shipped
+    arith_v2_base<k> by its spec, without pretraining (States: tests/tasks/test_states_micro_scale.py)."""
+    folder = BASES_DIR / f"arith_v2_base{k}"
+    manifest = json.loads((folder / MANIFEST).read_text())
+    cfg = compose("experiment=clipping_bottleneck/dapo", f"seed={k + 1}")
+    assert pretrain_key(cfg.task, cfg.model) == manifest["pretrain_key"]
+    assert base_checkpoint(cfg.task, cfg.model, cfg.paths.cache_dir) == (folder, "shipped")
 
 
 def test_the_shipped_bases_differ():
