@@ -7,7 +7,6 @@ references; and the style-free variant (`drop_words`, drift_policy/mmd2_nostyle)
 
 from __future__ import annotations
 
-import math
 import random
 
 import numpy as np
@@ -19,17 +18,13 @@ from repro.errors import ConfigError
 from repro.metrics import drift_report, drop_words, featurize, mmd2_unbiased, prefix_states, within_bandwidth
 from repro.tasks.arith import ArithWorld
 
-from .test_drift import ref_mmd2_unbiased, two_samples
+from .test_drift import ref_median_bandwidth, ref_mmd2_unbiased, two_samples
 
 
 def ref_within_bandwidth(X):
-    """Median of the distances over distinct pairs of one sample, one pair at a time."""
-    dist = [math.dist(X[i], X[j]) for i in range(len(X)) for j in range(i + 1, len(X))]
-    med = float(np.median(dist))
-    if med == 0.0:
-        positive = [d for d in dist if d > 0]
-        med = float(np.median(positive)) if positive else 1.0
-    return med
+    """Median of the distances over distinct pairs of one sample, one pair at a time: the pooled
+    reference of test_drift with nothing pooled in."""
+    return ref_median_bandwidth(X, [])
 
 
 @given(case=two_samples())
