@@ -71,6 +71,58 @@ def test_calibration_gates_need_every_condition():
     assert cal.passes(low) and not cal.of_clipped_met(low)
 
 
+def test_round3_calibration_table_is_generated_from_the_committed_records():
+    """Round 3 (RULE.md, fixed before its runs): 4 candidates x seeds 1-6 of dapo_nsr; the committed
+    table is the script's output and shows no accuracy."""
+    cal = _load("clip_calibration")
+    folder = REPO / "benchmarks" / "clip_calibration_v2" / "round3" / "dapo_nsr"
+    rows = cal.rows_of(folder / "records")
+    assert len(rows) == 24 and {r["arm"] for r in rows} == {"dapo_nsr"}
+    assert {(r["trainer.staleness"], r["objective.kw.delta"]) for r in rows} == {
+        (10, 0.5),
+        (10, 0.7),
+        (12, 0.5),
+        (12, 0.7),
+    }
+    assert all(len(runs) == 6 for runs in cal.candidates(rows).values())
+    text = cal.render_choice(rows, "benchmarks/clip_calibration_v2/round3/dapo_nsr/records")
+    assert (folder / "calibration.md").read_text() == text + "\n"
+    assert "eval/" not in text and "acc" not in text
+    # GSPO's delta at the regime in force (lag 8): 2e-3 and 4e-3, seeds 1-6, rescue gate only.
+    gspo = folder.parent / "gspo_nsr"
+    rows = cal.rows_of(gspo / "records")
+    assert len(rows) == 12 and {(r["objective.kw.delta"], r["trainer.staleness"]) for r in rows} == {
+        (0.002, 8),
+        (0.004, 8),
+    }
+    text = cal.render_choice(rows, "benchmarks/clip_calibration_v2/round3/gspo_nsr/records")
+    assert (gspo / "calibration.md").read_text() == text + "\n" and "acc" not in text
+
+
+def test_round3_rule_takes_the_first_candidate_meeting_every_gate_with_margin():
+    cal = _load("clip_calibration")
+    knobs = dict.fromkeys(cal.KNOBS, 1) | {"arm": "dapo_nsr"}
+
+    def runs(lag, delta, of_clipped):
+        out = []
+        for i, share in enumerate(of_clipped):
+            row = knobs | {"trainer.staleness": lag, "objective.kw.delta": delta, "seed": i}
+            out.append(
+                row | {"run/clipfrac": 0.05, "run/rescued_sig": 0.015, "run/rescued_sig_of_clipped": share}
+            )
+        return out
+
+    tight = [0.30, 0.31, 0.29, 0.30]  # every run >= 0.2, mean - 2.5 sd well above
+    noisy = [0.21, 0.35, 0.24, 0.33]  # every run >= 0.2, but mean - 2.5 sd < 0.2
+    assert cal.choose(runs(12, 0.5, tight) + runs(10, 0.5, noisy))[0][1:] == (1, 1, 1, 0.5, 1, 1, 1, 12)
+    assert cal.choose(runs(10, 0.5, noisy))[0] is None
+    # The first passing candidate in RULE.md's order (lag, then delta) wins.
+    assert cal.choose(runs(10, 0.7, tight) + runs(12, 0.5, tight))[0][-1] == 10
+    g = cal.gate_margin([0.05, 0.06, 0.05], 0.02, 0.10)
+    assert g["ok"] and not cal.gate_margin([0.05, 0.06, 0.11], 0.02, 0.10)["every"]
+    assert not cal.gate_margin([0.08, 0.09, 0.05], 0.02, 0.10)["ok"]  # mean + 2.5 sd > 0.10
+
+
 def test_circa_world_table_is_generated_from_the_committed_records():
     """benchmarks/two_rewards_world: the candidate worlds' label-free preconditions per base, the
     table the package README and scales/micro.yaml cite; the chosen world qualifies on every base."""

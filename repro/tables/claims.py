@@ -50,7 +50,9 @@ uses an item × seed bootstrap interval where the records carry per-item results
             min_effect; optional at (default final), range, better.
     change  final − init within one arm, per seed.  metric, arm, direction, min_effect;
             optional range, better.
-    value   an arm's mean over seeds vs the claimed `range`.  metric, arm, range; optional at.
+    value   an arm's mean over seeds vs the claimed `range`.  metric, arm, range; optional at,
+            report_only ({scale: why}: at these scales the number is measured and shown, but not
+            comparable to the claim, so the verdict is "reported only", with the reason).
     correlation  Spearman rank correlation of x and y over runs (one point per run), with a 95%
             bootstrap CI over arms (repro.tables.across).  x, y, direction, min_effect; optional
             versus (then |rho(x, y)| - |rho(versus, y)|: does x predict y better?), papers (`all`
@@ -159,6 +161,7 @@ NOT_RUN, INCONCLUSIVE, REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED = (
     "not reproduced",
 )
 UNDERPOWERED, UNTESTABLE = "underpowered", "untestable at this scale"
+REPORTED = "reported only"
 ROLES = ("paper", "summary", "precondition")
 VERDICTS = {
     REPRODUCED: "the 95% CI excludes 0 on the predicted side, reaches beyond min_effect, and overlaps "
@@ -180,6 +183,8 @@ VERDICTS = {
     "different method, would decide it (`repro reproduce <paper> --power`).",
     UNTESTABLE: "a mechanism gate (`requires:`) failed: the condition under which the paper's mechanism "
     "acts does not hold in these runs (its measured value is shown), so the effect was not tested.",
+    REPORTED: "a value claim whose unit is not comparable at this scale (`report_only:` says why, e.g. a "
+    "micro-world accuracy is not a GSM8K accuracy): our number is shown beside the claim, without a verdict.",
     NOT_RUN: "no finished canonical run at this scale for an arm the claim needs.",
 }
 
@@ -215,6 +220,7 @@ class Measure:
     y: tuple[str, str] | None = None
     versus: tuple[str, str] | None = None
     papers: str | tuple[str, ...] | None = None
+    report_only: Mapping[str, str] | None = None  # value claims: scale -> why it is shown, not judged
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -582,6 +588,20 @@ class _Value(_Measure):
     score: Score = "last"
     k: PositiveInt = 3
     ci: CiMethod = "t"
+    report_only: dict[Literal["micro", "small", "paper", "tiny"], Text] | None = None
+
+    @field_validator("report_only")
+    @classmethod
+    def _report_only_has_metric(cls, report: dict[str, str] | None, info: ValidationInfo) -> dict | None:
+        metric = info.data.get("metric")
+        if report and isinstance(metric, Mapping):
+            missing = sorted(set(report) - set(metric))
+            if missing:
+                raise ValueError(
+                    f"scale(s) {', '.join(missing)} name no metric to report; add them to `metric` "
+                    f"(it names {', '.join(sorted(metric))})"
+                )
+        return report
 
 
 class _Gate(_Strict):
@@ -1173,6 +1193,9 @@ def evaluate(
     if est.n < 2:
         notes.append(f"n={est.n}: no CI")
     result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
+    if m.report_only and scale in m.report_only:
+        result = REPORTED
+        notes.append(f"shown, not judged: {m.report_only[scale]}")
     return ClaimResult(claim, scale, result, est, run_ids, tuple(notes), power, gates, ci_method, by_base)
 
 

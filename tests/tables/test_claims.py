@@ -17,6 +17,7 @@ from repro.tables.claims import (
     KNOWN_METRICS,
     NOT_REPRODUCED,
     NOT_RUN,
+    REPORTED,
     REPRODUCED,
     Claim,
     Measure,
@@ -288,6 +289,32 @@ def test_metric_per_scale_is_judged_with_that_scales_metric():
         parse_claimed(minimal(metric={}), "toy")
 
 
+def test_report_only_scale_shows_the_value_without_a_verdict():
+    """A value claim whose unit is not comparable at a scale (a micro accuracy vs a GSM8K plateau)
+    is measured and shown there with its reason, and judged as usual at the other scales."""
+    data = minimal(metric={"micro": "eval/id/greedy_acc", "small": "eval/id/greedy_acc"})
+    data["claims"][0]["measure"] = {
+        "kind": "value",
+        "metric": {"micro": "eval/id/greedy_acc", "small": "eval/id/greedy_acc"},
+        "arm": "new",
+        "range": [0.69, 0.73],
+        "report_only": {"micro": "not GSM8K"},
+    }
+    m = parse_claimed(data, "toy").claims[0].measure
+    records = {"new": {s: rec(s, 0.30 + s / 100) for s in (1, 2, 3)}}
+    on_micro = evaluate(claim(m), records, "micro")
+    assert on_micro.verdict == REPORTED and on_micro.estimate.mean == pytest.approx(0.32)
+    assert any("not GSM8K" in n for n in on_micro.notes)
+    # The same numbers at a scale where the claim is judged: the CI misses [0.69, 0.73].
+    assert evaluate(claim(m), records, "small").verdict == NOT_REPRODUCED
+    data["claims"][0]["measure"]["report_only"] = {"paper": "x"}
+    with pytest.raises(ConfigError, match=PATH + r"report_only: .*scale\(s\) paper name no metric"):
+        parse_claimed(data, "toy")
+    data["claims"][0]["measure"]["report_only"] = {"huge": "x"}
+    with pytest.raises(ConfigError, match=PATH + r"report_only\.huge.*'micro', 'small', 'paper' or 'tiny'"):
+        parse_claimed(data, "toy")
+
+
 def test_extra_metrics_can_be_declared():
     data = minimal(metric="eval/gsm8k/acc")
     data["metrics"] = ["eval/gsm8k/acc"]
@@ -342,11 +369,13 @@ def test_clipping_bottleneck_claims_parse_and_use_declared_names():
     assert by_id["push_only_no_help"].measure.direction == 0
     assert by_id["nsr_less_oscillation"].measure.direction == -1
     # Magnitudes from 7B models are not comparable at micro scale: ranges only on the shares, and
-    # on the summary's GSM8K plateau, which is judged only where the task is GSM8K.
+    # on the summary's GSM8K plateau, which is judged only where the task is GSM8K (at micro our
+    # plateau is shown, not judged).
     ranged = {c.id for c in paper.claims if c.measure.range}
     assert ranged == {"band_share_of_clipped", "band_share_of_all", "grpo_plateau_gsm8k"}
-    assert by_id["grpo_plateau_gsm8k"].measure.metric_at("micro") is None
-    assert by_id["grpo_plateau_gsm8k"].measure.metric_at("small") == "eval/id/greedy_acc"
+    plateau = by_id["grpo_plateau_gsm8k"].measure
+    assert plateau.metric_at("small") == plateau.metric_at("micro") == "eval/id/greedy_acc"
+    assert set(plateau.report_only) == {"micro"}
 
 
 def test_every_committed_claims_file_parses():
