@@ -205,7 +205,7 @@ def figure_choice(rows: list[dict], out: Path) -> None:
     arm = rows[0]["arm"]
     _, verdicts = choose(rows)
     gates = ROUND3_GATES[arm]
-    fig, axes = plt.subplots(1, len(gates), figsize=(3.4 * len(gates), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(gates), figsize=(max(5.0, 3.4 * len(gates)), 3.6), squeeze=False)
     for ax, (metric, lo, hi) in zip(axes[0], gates, strict=True):
         for i, v in enumerate(verdicts):
             vals = [r[metric] for r in v["runs"]]
@@ -227,7 +227,7 @@ def figure_choice(rows: list[dict], out: Path) -> None:
         ]
         ax.set_xticks(range(len(verdicts)), labels, fontsize=7)
         ax.set_title(metric, fontsize=8)
-    fig.suptitle(f"{arm}: gates per run (dots, colour = base) and mean ± {MARGIN_SD} sd", fontsize=9)
+    fig.suptitle(f"{arm}: gates per run (dots, colour = base)\nand mean ± {MARGIN_SD} sd (bars)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
