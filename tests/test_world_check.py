@@ -39,14 +39,14 @@ def test_committed_precondition_table_is_generated_from_the_committed_records(fo
     assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
 
 
-@pytest.mark.parametrize("folder,n", [("world_v2/fresh_bases", 8), ("world_v2/fresh_bases/on_policy", 4)])
+@pytest.mark.parametrize("folder,n", [("world_v2/fresh_bases", 16), ("world_v2/fresh_bases/on_policy", 4)])
 def test_fresh_base_precondition_tables_are_generated_from_the_committed_records(folder, n):
-    """Bases pretrained afresh (scripts/fresh_base.py, seeds 3 and 4), loaded as folders: named by
+    """Bases pretrained afresh (scripts/fresh_base.py, seeds 3-6; on_policy: 3, 4), loaded as folders: named by
     folder, not by a shipped index; on_policy/ holds the lag-0 runs apart from the package regime's."""
     wc = _load("world_check")
     rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
     assert len(rows) == n and {r["arm"] for r in rows} == {"grpo", "dapo"}
-    assert {r["base"] for r in rows} == {"base3", "base4"}
+    assert {r["base"] for r in rows} >= {"base3", "base4"}
     text = wc.render(rows, f"benchmarks/{folder}/records")
     assert text.startswith("# Candidate world: preconditions per base (named: pretrained afresh")
     assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
