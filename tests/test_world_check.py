@@ -41,8 +41,8 @@ def test_committed_precondition_table_is_generated_from_the_committed_records(fo
 
 @pytest.mark.parametrize("folder,n", [("world_v2/fresh_bases", 16), ("world_v2/fresh_bases/on_policy", 4)])
 def test_fresh_base_precondition_tables_are_generated_from_the_committed_records(folder, n):
-    """Bases pretrained afresh (scripts/fresh_base.py, seeds 3-6; on_policy: 3, 4), loaded as folders: named by
-    folder, not by a shipped index; on_policy/ holds the lag-0 runs apart from the package regime's."""
+    """Bases pretrained afresh (scripts/fresh_base.py, seeds 3-6; on_policy: 3, 4), loaded as folders:
+    named by folder, not by a shipped index; on_policy/ holds the lag-0 runs apart from the regime's."""
     wc = _load("world_check")
     rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
     assert len(rows) == n and {r["arm"] for r in rows} == {"grpo", "dapo"}
