@@ -172,3 +172,13 @@ def test_fresh_base_is_pretrained_with_the_seed_asked_for(tmp_path):
     manifest = json.loads((tmp_path / "a" / "base.json").read_text())
     assert manifest["spec"]["seed"] == 3 and not a["same_spec"]
     assert (tmp_path / "a" / "config.json").is_file() and (tmp_path / "a" / "tokenizer.json").is_file()
+
+
+def test_base_profile_tells_worked_solutions_from_direct_guesses():
+    bp = _load("base_profile")
+    assert bp.is_worked("first 5 + 3 = 8 . second 8 - 2 = 6 . #### 6")
+    assert bp.is_worked("first 5 - 3 = 2 . #### 2")
+    assert not bp.is_worked("#### 18")
+    assert not bp.is_worked("")
+    # A "first" after the answer is not a worked solution (the model rambling into a new problem).
+    assert not bp.is_worked("#### 7 first 5 + 2 = 7 .")
