@@ -48,7 +48,7 @@ def profile(folder: Path, world: ArithWorld, n_problems: int, group: int, budget
     return {
         "base": folder.name,
         "seed": manifest.get("base"),
-        "greedy_acc": sum(world.verify(t, p.answer) for t, p in zip(greedy, problems)) / len(problems),
+        "greedy_acc": acc(list(zip(greedy, problems))),
         "greedy_worked": sum(map(is_worked, greedy)) / len(greedy),
         "worked_share": len(worked) / len(rows),
         "worked_acc": acc(worked),

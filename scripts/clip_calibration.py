@@ -8,7 +8,7 @@ and the rescued |A|-weighted signal is >= 1% of all signal (`run/rescued_sig`); 
 condition, rescued >= 20% of the clipped signal (`run/rescued_sig_of_clipped`), has its own column:
 it depends on where the clipped signal lies (deep below 1 - eps_low under large updates, where +-delta
 noise does not reach), so it is met only where the ratios move by lag rather than by large steps
-(rollout staleness). The package's regime meets all three on every base (package README).
+(rollout staleness). Even there it fails on some seeds (base 1 sits near 0.20): round 3 below.
 
     python scripts/clip_calibration.py benchmarks/clip_calibration_v2/records \
         --out benchmarks/clip_calibration_v2
@@ -67,9 +67,13 @@ def rows_of(folder: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (*(r[k] for k in KNOBS), r["seed"]))
 
 
+def _inside(value: float, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
 def passes(row: dict) -> bool:
     """The mechanism gates: clipping binds on 2-10% of tokens and the rescue moves >= 1% of the signal."""
-    return all((lo is None or row[m] >= lo) and (hi is None or row[m] <= hi) for m, (lo, hi) in GATES.items())
+    return all(_inside(row[m], lo, hi) for m, (lo, hi) in GATES.items())
 
 
 def of_clipped_met(row: dict) -> bool:
@@ -113,14 +117,11 @@ def render(rows: list[dict], source: str) -> str:
     return "\n".join(lines)
 
 
-# Round 3: the gates of the NSR rows, each (metric, low, high), per arm of the sweep.
+# Round 3: the gates of the NSR rows, each (metric, low, high), per arm of the sweep: NSR on DAPO
+# carries all three conditions, NSR on GSPO the rescue only (as in claimed.yaml).
 ROUND3_GATES = {
-    "dapo_nsr": (
-        ("run/clipfrac", 0.02, 0.10),
-        ("run/rescued_sig", 0.01, None),
-        ("run/rescued_sig_of_clipped", 0.20, None),
-    ),
-    "gspo_nsr": (("run/rescued_sig", 0.01, None),),
+    "dapo_nsr": (*((m, lo, hi) for m, (lo, hi) in GATES.items()), (*OF_CLIPPED, None)),
+    "gspo_nsr": (("run/rescued_sig", *GATES["run/rescued_sig"]),),
 }
 MARGIN_SD = 2.5  # RULE.md: a run from the same spread falls outside with p ~ 0.006
 
@@ -129,8 +130,8 @@ def gate_margin(values: list[float], lo: float | None, hi: float | None) -> dict
     """One gate over a candidate's runs: met on every run, and mean -/+ MARGIN_SD sd inside the bounds."""
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else float("inf")
-    every = all((lo is None or v >= lo) and (hi is None or v <= hi) for v in values)
-    margin = (lo is None or mean - MARGIN_SD * sd >= lo) and (hi is None or mean + MARGIN_SD * sd <= hi)
+    every = all(_inside(v, lo, hi) for v in values)
+    margin = _inside(mean - MARGIN_SD * sd, lo, None) and _inside(mean + MARGIN_SD * sd, None, hi)
     ok = every and margin
     return {"mean": mean, "sd": sd, "min": min(values), "max": max(values), "every": every, "ok": ok}
 
@@ -212,7 +213,7 @@ def figure_choice(rows: list[dict], out: Path) -> None:
             g = v["gates"][metric]
             ax.errorbar(i, g["mean"], yerr=MARGIN_SD * g["sd"], fmt="_", color="black", capsize=4, lw=1)
             ax.scatter(
-                [i + 0.08 * (k - 2.5) for k in range(len(vals))],
+                [i + 0.08 * (k - (len(vals) - 1) / 2) for k in range(len(vals))],
                 vals,
                 c=[f"C{r['base']}" for r in v["runs"]],
                 s=14,

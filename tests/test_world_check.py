@@ -21,34 +21,30 @@ def _load(name: str):
     return module
 
 
+SHIPPED = ({0, 1, 2}, "# Candidate world: preconditions per shipped base")  # every shipped v2 base
+# Bases pretrained afresh (scripts/fresh_base.py), loaded as folders: named by folder, not by index.
+FRESH = "# Candidate world: preconditions per base (named: pretrained afresh"
+
+
 @pytest.mark.parametrize(
-    "folder,n",
+    "folder,n,bases,title",
     [
-        ("world_v2", 6),
-        ("clip_calibration_v2/preconditions_8x2", 6),
+        ("world_v2", 6, *SHIPPED),
+        ("clip_calibration_v2/preconditions_8x2", 6, *SHIPPED),
         # dapo seed 2 was stopped once GRPO's collapse on two bases had ruled the regime out
-        ("clip_calibration_v2/preconditions_16x1", 5),
+        ("clip_calibration_v2/preconditions_16x1", 5, *SHIPPED),
+        ("world_v2/fresh_bases", 16, {"base3", "base4", "base5", "base6"}, FRESH),
+        # on_policy/ holds the lag-0 runs apart from the package regime's
+        ("world_v2/fresh_bases/on_policy", 4, {"base3", "base4"}, FRESH),
     ],
 )
-def test_committed_precondition_table_is_generated_from_the_committed_records(folder, n):
+def test_committed_precondition_table_is_generated_from_the_committed_records(folder, n, bases, title):
     wc = _load("world_check")
     rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
     assert len(rows) == n and {r["arm"] for r in rows} == {"grpo", "dapo"}
-    assert {r["base"] for r in rows} == {0, 1, 2}  # every shipped base of the candidate world
+    assert {r["base"] for r in rows} == bases
     text = wc.render(rows, f"benchmarks/{folder}/records")
-    assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
-
-
-@pytest.mark.parametrize("folder,n", [("world_v2/fresh_bases", 16), ("world_v2/fresh_bases/on_policy", 4)])
-def test_fresh_base_precondition_tables_are_generated_from_the_committed_records(folder, n):
-    """Bases pretrained afresh (scripts/fresh_base.py, seeds 3-6; on_policy: 3, 4), loaded as folders:
-    named by folder, not by a shipped index; on_policy/ holds the lag-0 runs apart from the regime's."""
-    wc = _load("world_check")
-    rows = wc.rows_of(REPO / "benchmarks" / folder / "records")
-    assert len(rows) == n and {r["arm"] for r in rows} == {"grpo", "dapo"}
-    assert {r["base"] for r in rows} >= {"base3", "base4"}
-    text = wc.render(rows, f"benchmarks/{folder}/records")
-    assert text.startswith("# Candidate world: preconditions per base (named: pretrained afresh")
+    assert text.startswith(title)
     assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
 
 
