@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def rows_of(folder: Path) -> list[dict]:
                     k.split("/")[-1]: first_last(c[k])[0] for k in c if k.startswith("eval/retention/")
                 },
                 "code": (prov.get("code_sha256") or "")[:10],
+                "cut0": first_last(c.get("eval/id/truncated_frac", []))[0],
             }
         )
     return rows
@@ -67,14 +69,96 @@ def _base_label(rec: dict):
     return Path(str(rec["config"]["model"].get("path", "?"))).name
 
 
+# The pass rule of a screened world (benchmarks/world_v3/RULE.md), fixed before its runs.
+RULE = {"max_start_acc": 0.80, "retention": (0.40, 0.95), "max_cut": 0.01}
+
+
+def t_half(deltas: list[float]) -> float:
+    """Half-width of the 95% t interval of the mean (nan below 2 values)."""
+    n = len(deltas)
+    return stats.t.ppf(0.975, n - 1) * statistics.stdev(deltas) / n**0.5 if n > 1 else float("nan")
+
+
 def interval(deltas: list[float]) -> str:
     n = len(deltas)
     mean = statistics.mean(deltas)
     if n < 2:
         return f"{mean:+.3f} (n=1)"
     sd = statistics.stdev(deltas)
-    half = stats.t.ppf(0.975, n - 1) * sd / n**0.5
+    half = t_half(deltas)
     return f"{mean:+.3f} ± {sd:.3f} (n={n}), 95% CI [{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
+def judge(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """(condition, holds, evidence) for each condition of the pass rule, over every base and run."""
+    bases = sorted({str(r["base"]) for r in rows})
+    first = {b: next(r for r in rows if str(r["base"]) == b) for b in bases}  # step 0 is the base's own
+    out = []
+    worst = max(first.values(), key=lambda r: r["acc"][0])
+    out.append(
+        (
+            f"1. off the ceiling: every base starts at held-out greedy accuracy <= {RULE['max_start_acc']}",
+            all(r["acc"][0] <= RULE["max_start_acc"] for r in first.values()),
+            f"highest: {worst['base']} at {worst['acc'][0]:.3f}",
+        )
+    )
+    for arm in sorted({r["arm"] for r in rows}):
+        mine = [r for r in rows if r["arm"] == arm]
+        deltas = [r["acc"][1] - r["acc"][0] for r in mine]
+        losers = sorted(f"{r['base']}/seed {r['seed']} ({d:+.3f})" for r, d in zip(mine, deltas) if d <= 0)
+        low = statistics.mean(deltas) - t_half(deltas)
+        out.append(
+            (
+                f"2. RL helps on every base ({arm}): every run gains and the 95% CI of the mean excludes 0",
+                not losers and low > 0,
+                f"{len(mine) - len(losers)} of {len(mine)} runs gain; CI lower end {low:+.3f}"
+                + (f"; no gain: {', '.join(losers)}" if losers else ""),
+            )
+        )
+    lo, hi = RULE["retention"]
+    off = [
+        f"{b} {k.removesuffix('_acc')} {v:.3f}"
+        for b, r in first.items()
+        for k, v in sorted(r["retention"].items())
+        if k.endswith("_acc") and not lo <= v < hi
+    ]
+    out.append(
+        (
+            f"3. retention measurable: every base's retention accuracy in [{lo:.2f}, {hi:.2f})",
+            not off,
+            "all inside" if not off else "outside: " + ", ".join(off),
+        )
+    )
+    cond = f"4. no truncation at the base: held-out truncated share <= {RULE['max_cut']:.0%} on every base"
+    if any(math.isnan(r["cut0"]) for r in first.values()):  # records older than the logged share
+        out.append((cond, None, "not recorded"))
+    else:
+        cut = max(first.values(), key=lambda r: r["cut0"])
+        out.append(
+            (
+                cond,
+                all(r["cut0"] <= RULE["max_cut"] for r in first.values()),
+                f"highest: {cut['base']} at {cut['cut0']:.1%}",
+            )
+        )
+    return out
+
+
+def render_rule(rows: list[dict], rule: str) -> str:
+    verdicts = judge(rows)
+    holds = [ok for _, ok, _ in verdicts]
+    outcome = (
+        "FAILS" if False in holds else "PASSES" if all(holds) else "UNDECIDED (a condition was not recorded)"
+    )
+    lines = [
+        f"## Pass rule ({rule}): {outcome}",
+        "",
+        "| condition | holds | evidence |",
+        "|---|---|---|",
+    ]
+    shown = {True: "yes", False: "**no**", None: "not recorded"}
+    lines += [f"| {c} | {shown[ok]} | {e} |" for c, ok, e in verdicts]
+    return "\n".join(lines + [""])
 
 
 def render(rows: list[dict], source: str) -> str:
@@ -120,11 +204,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("records", type=Path, help="folder of run records (searched recursively)")
     ap.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
+    ap.add_argument("--rule", help="append the verdict of the screening rule at this path (world_check.RULE)")
     ns = ap.parse_args()
     rows = rows_of(ns.records)
     if not rows:
         raise SystemExit(f"{ns.records}: no finished run records")
     text = render(rows, ns.records.as_posix())
+    if ns.rule:
+        text += "\n" + render_rule(rows, ns.rule)
     if ns.out:
         ns.out.write_text(text + "\n")
         print(f"wrote {ns.out} ({len(rows)} records)")

@@ -178,3 +178,67 @@ def test_base_profile_tells_worked_solutions_from_direct_guesses():
     assert not bp.is_worked("")
     # A "first" after the answer is not a worked solution (the model rambling into a new problem).
     assert not bp.is_worked("#### 7 first 5 + 2 = 7 .")
+
+
+def _row(base, arm, seed, start, end, facts=0.6, truths=0.6, cut0=0.0):
+    return {
+        "base": base,
+        "arm": arm,
+        "seed": seed,
+        "acc": (start, end),
+        "retention": {"facts_acc": facts, "truths_acc": truths},
+        "cut0": cut0,
+    }
+
+
+def _suite(**over):
+    """Two bases x two arms x two seeds, every run gaining 0.1-0.2 from 0.2: the rule passes."""
+    rows = [
+        _row(b, arm, s, 0.2, 0.3 + 0.05 * s + 0.01 * i)
+        for i, b in enumerate(("base0", "base1"))
+        for arm in ("dapo", "grpo")
+        for s in (1, 2)
+    ]
+    for k, v in over.items():  # the first run (base0, dapo, seed 1) breaks one thing
+        if k in ("facts", "truths"):
+            rows[0]["retention"][f"{k}_acc"] = v
+        else:
+            rows[0][k] = v
+    return rows
+
+
+def test_screening_rule_passes_only_when_every_condition_holds():
+    wc = _load("world_check")
+    assert all(ok for _, ok, _ in wc.judge(_suite()))
+    assert "PASSES" in wc.render_rule(_suite(), "RULE.md").splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "over,failed",
+    [
+        ({"acc": (0.85, 0.95)}, "1."),  # a base at the ceiling, though its run gains
+        ({"acc": (0.2, 0.2)}, "2. RL helps on every base (dapo)"),  # one run without a gain
+        ({"facts": 0.95}, "3."),  # retention at its upper bound is outside [0.40, 0.95)
+        ({"truths": 0.39}, "3."),
+        ({"cut0": 0.02}, "4."),
+    ],
+)
+def test_screening_rule_fails_on_the_condition_one_run_breaks(over, failed):
+    wc = _load("world_check")
+    verdicts = wc.judge(_suite(**over))
+    assert [c for c, ok, _ in verdicts if not ok] == [c for c, _, _ in verdicts if c.startswith(failed)]
+    assert "FAILS" in wc.render_rule(_suite(**over), "RULE.md").splitlines()[0]
+
+
+def test_screening_rule_needs_the_interval_to_exclude_zero():
+    wc = _load("world_check")
+    # every run gains, but too little and too unevenly for 4 runs: the CI of the mean reaches 0
+    rows = [_row("b", "grpo", s, 0.2, 0.2 + d) for s, d in enumerate((0.001, 0.2, 0.001, 0.001))]
+    ((cond, ok, evidence),) = [v for v in wc.judge(rows) if v[0].startswith("2.")]
+    assert not ok and "4 of 4 runs gain" in evidence
+
+
+def test_screening_rule_is_undecided_when_truncation_was_not_recorded():
+    wc = _load("world_check")
+    text = wc.render_rule(_suite(cut0=float("nan")), "RULE.md")
+    assert "UNDECIDED" in text.splitlines()[0] and "not recorded" in text
