@@ -30,6 +30,8 @@ FRESH = "# Candidate world: preconditions per base (named: pretrained afresh"
     "folder,n,bases,title",
     [
         ("world_v2", 6, *SHIPPED),
+        # world v3 screening (benchmarks/world_v3/RULE.md): tables carry the rule's verdict
+        ("world_v3/round1", 8, {"base0", "base1"}, FRESH),
         ("clip_calibration_v2/preconditions_8x2", 6, *SHIPPED),
         # dapo seed 2 was stopped once GRPO's collapse on two bases had ruled the regime out
         ("clip_calibration_v2/preconditions_16x1", 5, *SHIPPED),
@@ -45,6 +47,8 @@ def test_committed_precondition_table_is_generated_from_the_committed_records(fo
     assert {r["base"] for r in rows} == bases
     text = wc.render(rows, f"benchmarks/{folder}/records")
     assert text.startswith(title)
+    if folder.startswith("world_v3"):
+        text += "\n" + wc.render_rule(rows, "benchmarks/world_v3/RULE.md")
     assert (REPO / "benchmarks" / folder / "preconditions.md").read_text() == text + "\n"
 
 
