@@ -44,14 +44,37 @@ def test_shipped_base_matches_its_manifest(k):
 
 
 @pytest.mark.parametrize("k", range(N_BASES))
-def test_the_world_v2_packages_load_the_shipped_v2_bases(k):
-    """clipping_bottleneck's micro scale file puts its arms on world v2: seed k + 1 loads the shipped
-    arith_v2_base<k> by its spec, without pretraining (States: tests/tasks/test_states_micro_scale.py)."""
-    folder = BASES_DIR / f"arith_v2_base{k}"
+@pytest.mark.parametrize(
+    "world,overrides",
+    [
+        # clipping_bottleneck's micro scale file: world v3 and its pretraining recipe
+        ("arith_v3", ("experiment=clipping_bottleneck/dapo",)),
+        # world v2 (States: tests/tasks/test_states_micro_scale.py), composed directly
+        ("arith_v2", ("task=arith_v2",)),
+    ],
+)
+def test_the_worlds_load_their_shipped_bases(k, world, overrides):
+    """Seed k + 1 loads the shipped <world>_base<k> by its spec, without pretraining."""
+    folder = BASES_DIR / f"{world}_base{k}"
     manifest = json.loads((folder / MANIFEST).read_text())
-    cfg = compose("experiment=clipping_bottleneck/dapo", f"seed={k + 1}")
+    cfg = compose(*overrides, f"seed={k + 1}")
     assert pretrain_key(cfg.task, cfg.model) == manifest["pretrain_key"]
     assert base_checkpoint(cfg.task, cfg.model, cfg.paths.cache_dir) == (folder, "shipped")
+
+
+def test_world_v3s_bases_need_its_pretraining_recipe():
+    """`task=arith_v3` alone keeps the default 800-step recipe: a spec no shipped base has (the task
+    file says which model keys to add); with them it finds arith_v3_base0."""
+    alone = compose("task=arith_v3", "seed=1")
+    full = compose(
+        "task=arith_v3",
+        "seed=1",
+        "model.pretrain.steps=1600",
+        "model.pretrain.mixture={arith: 0.51, drill: 0.29, facts: 0.10, truths: 0.10}",
+    )
+    shipped = json.loads((BASES_DIR / "arith_v3_base0" / MANIFEST).read_text())["pretrain_key"]
+    assert pretrain_key(alone.task, alone.model) != shipped
+    assert pretrain_key(full.task, full.model) == shipped
 
 
 def test_the_shipped_bases_differ():

@@ -138,7 +138,10 @@ def paper_scale_file(root: Path, paper: str | None, scale: str | None) -> Path |
 
 def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
     """Merge the sections of a paper's scale file that apply to this arm: `all` (every arm), then
-    the arm's trainer name (e.g. `sft:` for the SFT arms), each a config delta."""
+    the arm's trainer name (e.g. `sft:` for the SFT arms), each a config delta. A section's `model`
+    delta that names its kind (`model: {kind: micro, pretrain: ...}`) applies to that kind only: when
+    the command line swaps the model (`model=hf model.path=<folder>`), the swap wins and those keys
+    are dropped rather than rejected."""
     delta = OmegaConf.load(path)
     sections = ["all", str(OmegaConf.select(cfg, "trainer.name"))]
     for key in delta:
@@ -148,7 +151,11 @@ def apply_paper_scale(cfg: DictConfig, path: Path) -> DictConfig:
     OmegaConf.set_struct(cfg, False)  # a scale file may add a key the arm lacks (e.g. a task knob);
     for section in sections:  # the typed schemas and the task's own checks still reject a bad one
         if section in delta:
-            cfg = OmegaConf.merge(cfg, delta[section])
+            part = delta[section]
+            kind = OmegaConf.select(part, "model.kind", default=None)
+            if kind is not None and kind != OmegaConf.select(cfg, "model.kind"):
+                part = OmegaConf.masked_copy(part, [k for k in part if k != "model"])
+            cfg = OmegaConf.merge(cfg, part)
     OmegaConf.set_struct(cfg, struct)
     return cfg
 

@@ -253,6 +253,7 @@ class HeldOut:
     # style-free states (drift_policy/mmd2_nostyle; None where the task has no style words).
     base_completions: list[str] | None = field(default=None)
     bandwidth_nostyle: float | None = field(default=None)
+    _base_nostyle: np.ndarray | None = field(default=None, init=False, repr=False)  # featurized once
 
     @classmethod
     def build(cls, cfg: DictConfig, task: Task, model, tok, backend: HFGenerateBackend) -> HeldOut:
@@ -291,7 +292,7 @@ class HeldOut:
         prompts = self.drift_prompts
         roll = self.backend.generate(model, prompts, n=1, max_new_tokens=t.max_new_tokens, greedy=True)
         greedy = within_bandwidth(featurize(states_of(self.drift_prompts, roll.texts, t.drift_every)))
-        style = tuple(getattr(self.task, "style_words", ()))
+        style = tuple(self.task.style_words)
         if not style:
             return greedy, None
         plain = states_of(self.drift_prompts, drop_words(roll.texts, style), t.drift_every)
@@ -400,10 +401,12 @@ class HeldOut:
         """MMD^2 of the policy's states against the base model's with the task's style words
         (`task.style_words`) dropped from both sides' completions before they are cut into states,
         under the fixed style-free bandwidth: drift that a change of solution style alone cannot show."""
-        t, style = self.cfg.trainer, tuple(getattr(self.task, "style_words", ()))
-        base = states_of(self.drift_prompts, drop_words(self.base_completions, style), t.drift_every)
+        t, style = self.cfg.trainer, tuple(self.task.style_words)
+        if self._base_nostyle is None:  # the base's side is the same at every evaluation
+            base = states_of(self.drift_prompts, drop_words(self.base_completions, style), t.drift_every)
+            self._base_nostyle = featurize(base)
         own = states_of(self.drift_prompts, drop_words(completions, style), t.drift_every)
-        return mmd2_unbiased(featurize(base), featurize(own), bandwidth=self.bandwidth_nostyle)
+        return mmd2_unbiased(self._base_nostyle, featurize(own), bandwidth=self.bandwidth_nostyle)
 
 
 def retention_metrics(base: dict[str, float], post: dict[str, float]) -> dict[str, float]:

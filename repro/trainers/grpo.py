@@ -98,7 +98,7 @@ def train(cfg: DictConfig, log: Logger) -> dict[str, float]:
     backend = make_backend(t.rollout, tok, task.stop_strings)  # trainer.rollout: engine | hf | vllm
     learner = Learner(cfg, task, model, backend, optimizer(model, t), streams)
     start = weight_snapshot(model)  # for train/delta_norm
-    if t.get("staleness", 0) > 0:
+    if t.staleness > 0:
         learner.stale = StaleSampler(model, t.staleness)
     # Target accuracy, retention (F/R vs step 0) and drift of its own (= training) states vs base.
     held = HeldOut.build(cfg, task, model, tok, backend)

@@ -95,6 +95,23 @@ def test_the_command_line_wins_over_a_papers_scale_file():
     assert (group.task.n_truth_entities, group.task.direct_share) == (200, 0.5)
 
 
+def test_a_scale_files_model_keys_give_way_to_a_model_swapped_on_the_command_line():
+    """The clipping package's micro scale file sets the micro model's pretraining recipe (world v3,
+    `model: {kind: micro, ...}`): it applies to the micro model, and when the command line swaps in
+    another model (a base pretrained afresh, loaded as a folder) its keys are dropped, not rejected
+    as unknown keys of the hf model; the rest of the scale file still applies."""
+    with config.hydra_app() as hydra:
+        micro = config.compose(hydra, ["experiment=clipping_bottleneck/grpo"])
+        folder = config.compose(
+            hydra, ["experiment=clipping_bottleneck/grpo", "model=hf", "model.path=/some/base"]
+        )
+        typed = config.compose(hydra, ["experiment=clipping_bottleneck/grpo", "model.pretrain.steps=20"])
+    assert micro.model.pretrain.steps == 1600 and micro.model.pretrain.mixture.facts == 0.10
+    assert folder.model.kind == "hf" and "pretrain" not in folder.model
+    assert (folder.task.direct_share, folder.trainer.staleness) == (0.6, 8)  # the scale file's other keys
+    assert typed.model.pretrain.steps == 20 and typed.model.pretrain.mixture.arith == 0.51
+
+
 def test_paper_and_arm_are_derived_never_typed(root_copy):
     arm = root_copy / "experiments" / "clipping_bottleneck" / "typed.yaml"
     arm.write_text("# @package _global_\narm: something_else\n")
