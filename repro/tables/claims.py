@@ -66,8 +66,10 @@ uses an item × seed bootstrap interval where the records carry per-item results
 `better: 0` makes it an equivalence claim ("no difference either way"): the whole CI within ±min_effect.
 `range` is the claimed magnitude in the metric's own units; give it only when comparable.
 Verdict rules: see VERDICTS. Gates (`requires`): `op` one of >=, <=, >, <; `at` as above (default
-final). A gate holds when every seed of its arm that logged the metric meets it; a gate no seed
-logged is shown as unchecked and decides nothing. Effects pair runs by (base, seed): two runs of
+final). A gate holds when every seed of its arm that logged the metric meets it (`over:
+every_seed`, the default), or with `over: mean` when the 95% t interval of the seeds' mean lies on
+the gate's side (a condition on the regime rather than on each run; needs >= 2 seeds); a gate no
+seed logged is shown as unchecked and decides nothing. Effects pair runs by (base, seed): two runs of
 one seed must start from the same base weights (`provenance.root_base_sha256`), else ConfigError.
 Power: effect and change claims get the paired design's MDE and seeds needed; a correlation the
 MDE of its bootstrap sd (`underpowered` applies to both); value and config_diff claims none.
@@ -104,14 +106,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from scipy.stats import t as t_dist
 
 from repro.errors import ConfigError
 from repro.tables.across import Point, Universe, config_diff, fact_estimate, rank_correlation, run_points
 from repro.tables.stats import (
+    ALPHA,
     Estimate,
     item_seed_bootstrap,
     mde,
     mde_normal,
+    mean_sd,
     paired_effect,
     seeds_needed,
     summarize,
@@ -267,7 +272,9 @@ class SummaryClaim:
 
 @dataclass(frozen=True)
 class Gate:
-    """A mechanism condition a claim needs: `arm`'s `metric` (at `at`) `op` `value`, on every seed."""
+    """A mechanism condition a claim needs: `arm`'s `metric` (at `at`) `op` `value`, checked
+    `over` every seed (each seed must meet it) or over the `mean` (the seeds' 95% CI of the mean
+    must lie on the gate's side: a condition on the regime, which more seeds can only make surer)."""
 
     arm: str
     metric: str
@@ -275,14 +282,25 @@ class Gate:
     value: float
     at: str = "final"
     why: str = ""
+    over: str = "every_seed"
 
     def holds(self, x: float) -> bool:
         return {">=": x >= self.value, "<=": x <= self.value, ">": x > self.value, "<": x < self.value}[
             self.op
         ]
 
+    def bound(self, values: list[float]) -> float:
+        """The end of the seeds' 95% t interval of the mean that must meet the gate: the lower end
+        for >= / >, the upper for <= / <; NaN below 2 seeds (no interval)."""
+        mean, sd = mean_sd(values)
+        if len(values) < 2:
+            return math.nan
+        half = float(t_dist.ppf(1 - ALPHA, len(values) - 1)) * sd / math.sqrt(len(values))
+        return mean - half if self.op in (">=", ">") else mean + half
+
     def describe(self) -> str:
-        return f"{self.arm} {self.metric} ({self.at}) {self.op} {self.value:g}"
+        where = ", 95% CI of the mean over seeds" if self.over == "mean" else ""
+        return f"{self.arm} {self.metric} ({self.at}{where}) {self.op} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -299,7 +317,11 @@ class GateResult:
 
     @property
     def holds(self) -> bool | None:
-        return None if not self.values else self.passed == len(self.values)
+        if not self.values:
+            return None
+        if self.gate.over == "mean":  # NaN bound (one seed): not established, so not met
+            return self.gate.holds(self.gate.bound(list(self.values.values())))
+        return self.passed == len(self.values)
 
 
 @dataclass(frozen=True)
@@ -611,6 +633,7 @@ class _Gate(_Strict):
     value: Number
     at: Literal["final", "mean", "init"] = "final"
     why: OptionalText = ""
+    over: Literal["every_seed", "mean"] = "every_seed"
 
 
 class _MetricAt(_Strict):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from repro.config import find_root
 from repro.errors import ConfigError
 from repro.provenance import code_sha256
 from repro.tables import load_records, write_all, write_tables
+from repro.tables.claims import Gate, GateResult
 
 SLUG = "toy"
 CLAIMED = """
@@ -478,6 +481,44 @@ def test_a_failed_gate_makes_the_verdict_untestable_and_shows_its_value(dirs):
         set_field(results, "base_new", seed, lambda r: r["final"].pop("run/rescued"))
     row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
     assert "**reproduced**" in row and "not logged" in row
+
+
+def test_a_gate_over_the_mean_judges_the_regime_by_its_interval(dirs):
+    """`over: mean` in a table: the seeds' 95% CI of the mean must lie on the gate's side, shown
+    with its end. At 3 seeds that is stricter than every seed meeting it: 0.02, 0.03, 0.04 all
+    exceed 0.01, but the CI's lower end is 0.03 - t(0.975, 2) * 0.01 / sqrt(3) = 0.0052."""
+    results, tables = dirs
+    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
+    gated = GATED.replace('why: "the rescue acts"}', 'why: "the rescue acts", over: mean}')
+    (tables / SLUG / "claimed.yaml").write_text(claimed + gated)
+    for seed, share in ((1, 0.02), (2, 0.03), (3, 0.04)):
+        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    assert "**untestable at this scale**" in row
+    assert (
+        "gate base_new run/rescued (final, 95% CI of the mean over seeds) >= 0.01, the rescue acts: "
+        "0.030 ± 0.010, CI end 0.005: FAILED" in row
+    )
+    for seed, share in ((1, 0.029), (2, 0.030), (3, 0.031)):  # CI end 0.030 - 4.303 * 0.001 / 1.732
+        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    assert "**reproduced**" in row and "CI end 0.028: met" in row
+
+
+def test_a_gate_over_the_mean_tolerates_a_low_seed_only_when_the_interval_clears():
+    """With more seeds one run below the threshold no longer decides: the regime does."""
+    gate = Gate("a", "run/rescued", ">=", 0.01, over="mean")
+    six = {1: 0.0095, 2: 0.0125, 3: 0.0128, 4: 0.0130, 5: 0.0127, 6: 0.0126}  # seed 1 below
+    assert GateResult(gate, six).holds is True
+    assert GateResult(replace(gate, over="every_seed"), six).holds is False
+    wide = {1: 0.002, 2: 0.012, 3: 0.022, 4: 0.030, 5: 0.004, 6: 0.016}  # mean 0.0143, wide CI
+    assert GateResult(gate, wide).holds is False
+    assert GateResult(gate, {1: 0.5}).holds is False  # one seed: no interval, not established
+    upper = Gate("a", "run/clipfrac", "<=", 0.10, over="mean")  # the upper end must be below
+    assert GateResult(upper, {1: 0.08, 2: 0.09, 3: 0.085}).holds is True
+    assert GateResult(upper, {1: 0.05, 2: 0.09, 3: 0.12}).holds is False
+    # The bound is the t interval's end: mean 0.085, sd 0.005, n 3.
+    assert upper.bound([0.08, 0.09, 0.085]) == pytest.approx(0.085 + stats.t.ppf(0.975, 2) * 0.005 / 3**0.5)
 
 
 def test_headline_counts_split_paper_summary_and_precondition_claims(dirs):
