@@ -878,8 +878,10 @@ def power_plan(
 ) -> PowerPlan:
     """From the pilot's records: per effect/change claim, the paired seeds needed for 80% power at
     its min_effect (repro.tables.stats.seeds_needed on the pilot's sd), capped at `max_seeds`; each
-    arm gets the most any of its claims needs. Claims whose gate failed (untestable) or that were
-    not run ask for nothing more: seeds would not decide them."""
+    arm gets the most any of its claims needs. Claims that were not run, or whose gate failed,
+    ask for nothing more (seeds would not decide them) — except where every failed gate is judged
+    over the mean (`over: mean`) and the pilot's mean is on the gate's side: the interval is then
+    too wide to establish the regime yet, and the seeds the effect needs narrow it too."""
     from repro.tables.build import load_records
     from repro.tables.claims import NOT_RUN, UNTESTABLE, evaluate_all, load_claimed
 
@@ -892,12 +894,15 @@ def power_plan(
         m = r.claim.measure
         if r.power is None or m.kind not in ("effect", "change"):  # seeds decide paired designs only
             continue
-        if r.verdict in (NOT_RUN, UNTESTABLE):
+        pending = r.verdict == UNTESTABLE and _gates_may_pass(r.gates)
+        if r.verdict in (NOT_RUN, UNTESTABLE) and not pending:
             claims.append((r.claim.id, m.arms, r.power.needed, 0, f"{r.verdict}: no more seeds"))
             continue
         needed = r.power.needed
         n = len(pilot_seeds) if needed != needed else int(min(max(needed, 2), max_seeds))  # NaN: keep
         note = "capped by --max-seeds" if needed == needed and needed > max_seeds else ""
+        if pending:
+            note = "; ".join(filter(None, ["a gate over the mean is not established yet", note]))
         claims.append((r.claim.id, m.arms, needed, n, note))
         for arm in m.arms:
             if arm in want:
@@ -905,6 +910,15 @@ def power_plan(
     extra = iter(range(max(pilot_seeds) + 1, 10**9))
     order = list(pilot_seeds) + [next(extra) for _ in range(max(want.values()) - len(pilot_seeds))]
     return PowerPlan({arm: order[:n] for arm, n in want.items()}, claims)
+
+
+def _gates_may_pass(gates) -> bool:
+    """True when every failed gate is judged over the mean and the mean itself meets it: more seeds
+    narrow its interval and may establish it (a gate on every seed can only fail more often)."""
+    failed = [g for g in gates if g.holds is False]
+    return bool(failed) and all(
+        g.gate.over == "mean" and g.gate.holds(sum(g.values.values()) / len(g.values)) for g in failed
+    )
 
 
 def _print_plan(

@@ -730,3 +730,20 @@ def test_effects_figure_colours_the_new_verdicts_and_leaves_out_rows_without_an_
     no_runs = [r for r in report.results if r.claim.id == "other_helps"]
     no_runs = [type(no_runs[0])(no_runs[0].claim, "micro", "not run", None)]
     assert figures.effects_figure(no_runs, "micro", tables / "x.png") is None
+
+
+def test_the_power_tier_adds_seeds_only_where_a_gate_over_the_mean_may_still_pass():
+    """repro.launch.power_plan: a row untestable by a gate over the mean whose mean meets it gets
+    the seeds its effect needs (they narrow the gate's interval too); a failed gate on every seed,
+    or a mean on the wrong side, asks for nothing (seeds would not decide it)."""
+    from repro.launch import _gates_may_pass
+
+    mean_gate = Gate("a", "run/rescued", ">=", 0.01, over="mean")
+    wide = GateResult(mean_gate, {1: 0.02, 2: 0.03, 3: 0.04})  # mean 0.03 >= 0.01, CI end 0.005
+    low = GateResult(mean_gate, {1: 0.005, 2: 0.008, 3: 0.012})  # mean 0.0083 < 0.01
+    each = GateResult(replace(mean_gate, over="every_seed"), {1: 0.005, 2: 0.03, 3: 0.04})
+    met = GateResult(mean_gate, {1: 0.029, 2: 0.030, 3: 0.031})
+    assert wide.holds is False and _gates_may_pass((wide, met))
+    assert not _gates_may_pass((wide, low))
+    assert not _gates_may_pass((wide, each))
+    assert not _gates_may_pass((met,))  # nothing failed: not an untestable row
