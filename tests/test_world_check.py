@@ -138,6 +138,26 @@ def test_round3_rule_takes_the_first_candidate_meeting_every_gate_with_margin():
     assert not cal.gate_margin([0.08, 0.09, 0.05], 0.02, 0.10)["ok"]  # mean + 2.5 sd > 0.10
 
 
+def test_v3_rule_judges_a_gate_by_the_interval_of_its_mean():
+    """clip_calibration_v3/RULE.md: a gate holds when the 95% t interval of the mean over the runs
+    lies inside its bounds, as the table's `over: mean` does; one run outside does not decide."""
+    cal = _load("clip_calibration")
+    six = [0.0095, 0.0125, 0.0128, 0.0130, 0.0127, 0.0126]  # one run below 0.01, the interval above
+    g = cal.gate_mean_ci(six, 0.01, None)
+    assert g["ok"] and not g["every"]
+    assert not cal.gate_mean_ci([0.002, 0.012, 0.022, 0.030, 0.004, 0.016], 0.01, None)["ok"]
+    assert not cal.gate_mean_ci([0.05, 0.09, 0.095], 0.02, 0.10)["ok"]  # the upper end passes 0.10
+    knobs = dict.fromkeys(cal.KNOBS, 1) | {"arm": "dapo_nsr", "objective.kw.delta": 0.5}
+    rows = [
+        knobs
+        | {"trainer.staleness": lag, "seed": i, "run/clipfrac": 0.05, "run/rescued_sig_of_clipped": 0.3}
+        | {"run/rescued_sig": r}
+        for lag, rescue in ((10, [0.009, 0.0095, 0.0098]), (12, [0.0115, 0.012, 0.0125]))
+        for i, r in enumerate(rescue)
+    ]
+    assert cal.choose(rows, "mean")[0][-1] == 12  # lag 10's interval lies below 1%
+
+
 def test_circa_world_table_is_generated_from_the_committed_records():
     """benchmarks/two_rewards_world: the candidate worlds' label-free preconditions per base, the
     table the package README and scales/micro.yaml cite; the chosen world qualifies on every base."""
