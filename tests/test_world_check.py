@@ -114,6 +114,21 @@ def test_round3_calibration_table_is_generated_from_the_committed_records():
     assert (gspo / "calibration.md").read_text() == text + "\n" and "acc" not in text
 
 
+def test_v3_calibration_table_is_generated_from_the_committed_records():
+    """World v3's round (clip_calibration_v3/RULE.md, fixed before its runs): lags 10 and 12 x seeds
+    1-6 of dapo_nsr, gates over the mean; the committed table is the script's output, no accuracy."""
+    cal = _load("clip_calibration")
+    folder = REPO / "benchmarks" / "clip_calibration_v3"
+    rows = cal.rows_of(folder / "records")
+    assert len(rows) == 12 and {(r["trainer.staleness"], r["objective.kw.delta"]) for r in rows} == {
+        (10, 0.5),
+        (12, 0.5),
+    }
+    text = cal.render_choice(rows, "benchmarks/clip_calibration_v3/records", "mean")
+    assert (folder / "calibration.md").read_text() == text + "\n"
+    assert "eval/" not in text and "acc" not in text
+
+
 def test_round3_rule_takes_the_first_candidate_meeting_every_gate_with_margin():
     cal = _load("clip_calibration")
     knobs = dict.fromkeys(cal.KNOBS, 1) | {"arm": "dapo_nsr"}
