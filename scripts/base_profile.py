@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from repro.config import compose_once
+from repro.eval.micro import mc_results
 from repro.rollout import HFGenerateBackend
 from repro.tasks.arith import ArithWorld
 
@@ -57,6 +58,11 @@ def profile(folder: Path, world: ArithWorld, n_problems: int, group: int, budget
             any(is_worked(t) and world.verify(t, p.answer) for t, p in g) for g in groups
         )
         / len(groups),
+        # the retention tasks' accuracy (multiple choice by log-likelihood, as the evals score them)
+        **{
+            f"{task}_acc": float(mc_results(model, tok, world.mc_items(task))[0])
+            for task in world.retention_tasks
+        },
     }
 
 
@@ -68,13 +74,14 @@ def render(rows: list[dict], n_problems: int, group: int, budget: int, world: st
         f"temperature 1, {budget}-token budget{'; world: ' + world if world else ''}); do not edit.",
         "",
         "| base | greedy acc | greedy worked | sampled worked | worked acc | direct acc "
-        f"| groups of {group} with a correct worked sample |",
-        "|---|---|---|---|---|---|---|",
+        f"| groups of {group} with a correct worked sample | facts | truths |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['base']} | {r['greedy_acc']:.3f} | {r['greedy_worked']:.2f} | {r['worked_share']:.2f} "
-            f"| {r['worked_acc']:.3f} | {r['direct_acc']:.3f} | {r['groups_with_correct_worked']:.2f} |"
+            f"| {r['worked_acc']:.3f} | {r['direct_acc']:.3f} | {r['groups_with_correct_worked']:.2f} "
+            f"| {r.get('facts_acc', float('nan')):.3f} | {r.get('truths_acc', float('nan')):.3f} |"
         )
     return "\n".join(lines)
 

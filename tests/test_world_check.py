@@ -220,6 +220,25 @@ def test_base_profile_tells_worked_solutions_from_direct_guesses():
     assert not bp.is_worked("#### 7 first 5 + 2 = 7 .")
 
 
+def test_base_profile_shows_retention_beside_the_solution_styles():
+    """A base's retention accuracy is screened before any RL run (world v3's retention failed there)."""
+    bp = _load("base_profile")
+    row = {
+        "base": "b",
+        "greedy_acc": 0.1,
+        "greedy_worked": 0.0,
+        "worked_share": 0.4,
+        "worked_acc": 0.3,
+        "direct_acc": 0.05,
+        "groups_with_correct_worked": 0.6,
+        "facts_acc": 0.962,
+        "truths_acc": 0.5,
+    }
+    text = bp.render([row], 200, 8, 40, "`task.direct_share=0.6`")
+    assert "| facts | truths |" in text and text.endswith("| 0.60 | 0.962 | 0.500 |")
+    assert "world: `task.direct_share=0.6`" in text
+
+
 def _row(base, arm, seed, start, end, facts=0.6, truths=0.6, cut0=0.0):
     return {
         "base": base,
