@@ -33,6 +33,7 @@ FRESH = "# Candidate world: preconditions per base (named: pretrained afresh"
         # world v3 screening (benchmarks/world_v3/RULE.md): tables carry the rule's verdict
         ("world_v3/round1", 8, {"base0", "base1"}, FRESH),
         ("world_v3/round2", 24, {f"base{k}" for k in range(6)}, FRESH),
+        ("world_v3/round3", 24, {f"base{k}" for k in range(6)}, FRESH),
         ("clip_calibration_v2/preconditions_8x2", 6, *SHIPPED),
         # dapo seed 2 was stopped once GRPO's collapse on two bases had ruled the regime out
         ("clip_calibration_v2/preconditions_16x1", 5, *SHIPPED),
