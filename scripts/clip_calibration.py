@@ -27,9 +27,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from scipy import stats
-
 from repro.records import read_record
+from repro.tables.stats import summarize
 
 KNOBS = (
     "trainer.minibatches",
@@ -128,25 +127,36 @@ ROUND3_GATES = {
 MARGIN_SD = 2.5  # RULE.md: a run from the same spread falls outside with p ~ 0.006
 
 
-def gate_margin(values: list[float], lo: float | None, hi: float | None) -> dict:
-    """One gate over a candidate's runs: met on every run, and mean -/+ MARGIN_SD sd inside the bounds."""
+def _gate(values: list[float], lo: float | None, hi: float | None, half: float, every_needed: bool) -> dict:
+    """One gate over a candidate's runs: met when mean -/+ `half` stays inside the bounds (and, if
+    `every_needed`, every run is inside too)."""
     mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else float("inf")
     every = all(_inside(v, lo, hi) for v in values)
-    margin = _inside(mean - MARGIN_SD * sd, lo, None) and _inside(mean + MARGIN_SD * sd, None, hi)
-    ok = every and margin
-    return {"mean": mean, "sd": sd, "min": min(values), "max": max(values), "every": every, "ok": ok}
+    ok = (every or not every_needed) and _inside(mean - half, lo, None) and _inside(mean + half, None, hi)
+    sd = statistics.stdev(values) if len(values) > 1 else float("inf")
+    return {
+        "mean": mean,
+        "sd": sd,
+        "half": half,
+        "min": min(values),
+        "max": max(values),
+        "every": every,
+        "ok": ok,
+    }
+
+
+def gate_margin(values: list[float], lo: float | None, hi: float | None) -> dict:
+    """Round 3 on v2: met on every run, and mean -/+ MARGIN_SD sd inside the bounds."""
+    sd = statistics.stdev(values) if len(values) > 1 else float("inf")
+    return _gate(values, lo, hi, MARGIN_SD * sd, every_needed=True)
 
 
 def gate_mean_ci(values: list[float], lo: float | None, hi: float | None) -> dict:
-    """One gate as the table judges `over: mean` (clip_calibration_v3/RULE.md): the 95% t interval of
-    the mean over the runs lies inside the bounds."""
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else float("inf")
-    half = stats.t.ppf(0.975, len(values) - 1) * sd / len(values) ** 0.5 if len(values) > 1 else float("inf")
-    every = all(_inside(v, lo, hi) for v in values)
-    ok = _inside(mean - half, lo, None) and _inside(mean + half, None, hi)
-    return {"mean": mean, "sd": sd, "min": min(values), "max": max(values), "every": every, "ok": ok}
+    """The v3 round, as the table judges `over: mean` (clip_calibration_v3/RULE.md): the 95% t
+    interval of the mean over the runs (repro.tables.stats.summarize) lies inside the bounds."""
+    ci = summarize(dict(enumerate(values))).ci
+    half = float("inf") if ci is None else (ci[1] - ci[0]) / 2
+    return _gate(values, lo, hi, half, every_needed=False)
 
 
 RULES = {"margin": gate_margin, "mean": gate_mean_ci}  # round 3 on v2; the v3 round
@@ -240,9 +250,7 @@ def figure_choice(rows: list[dict], out: Path, rule: str = "margin") -> None:
         for i, v in enumerate(verdicts):
             vals = [r[metric] for r in v["runs"]]
             g = v["gates"][metric]
-            n = len(vals)
-            half = MARGIN_SD * g["sd"] if rule == "margin" else stats.t.ppf(0.975, n - 1) * g["sd"] / n**0.5
-            ax.errorbar(i, g["mean"], yerr=half, fmt="_", color="black", capsize=4, lw=1)
+            ax.errorbar(i, g["mean"], yerr=g["half"], fmt="_", color="black", capsize=4, lw=1)
             ax.scatter(
                 [i + 0.08 * (k - (len(vals) - 1) / 2) for k in range(len(vals))],
                 vals,

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 from pathlib import Path
 
-from scipy import stats
-
 from repro.records import read_record
+from repro.tables.stats import summarize
 
 
 def first_last(curve: list) -> tuple[float, float]:
@@ -73,20 +71,11 @@ def _base_label(rec: dict):
 RULE = {"max_start_acc": 0.80, "retention": (0.40, 0.95), "max_cut": 0.01}
 
 
-def t_half(deltas: list[float]) -> float:
-    """Half-width of the 95% t interval of the mean (nan below 2 values)."""
-    n = len(deltas)
-    return stats.t.ppf(0.975, n - 1) * statistics.stdev(deltas) / n**0.5 if n > 1 else float("nan")
-
-
 def interval(deltas: list[float]) -> str:
-    n = len(deltas)
-    mean = statistics.mean(deltas)
-    if n < 2:
-        return f"{mean:+.3f} (n=1)"
-    sd = statistics.stdev(deltas)
-    half = t_half(deltas)
-    return f"{mean:+.3f} ± {sd:.3f} (n={n}), 95% CI [{mean - half:+.3f}, {mean + half:+.3f}]"
+    est = summarize(dict(enumerate(deltas)))
+    if est.ci is None:
+        return f"{est.mean:+.3f} (n=1)"
+    return f"{est.mean:+.3f} ± {est.sd:.3f} (n={est.n}), 95% CI [{est.ci[0]:+.3f}, {est.ci[1]:+.3f}]"
 
 
 def judge(rows: list[dict]) -> list[tuple[str, bool, str]]:
@@ -106,7 +95,8 @@ def judge(rows: list[dict]) -> list[tuple[str, bool, str]]:
         mine = [r for r in rows if r["arm"] == arm]
         deltas = [r["acc"][1] - r["acc"][0] for r in mine]
         losers = sorted(f"{r['base']}/seed {r['seed']} ({d:+.3f})" for r, d in zip(mine, deltas) if d <= 0)
-        low = statistics.mean(deltas) - t_half(deltas)
+        ci = summarize(dict(enumerate(deltas))).ci
+        low = float("nan") if ci is None else ci[0]
         out.append(
             (
                 f"2. RL helps on every base ({arm}): every run gains and the 95% CI of the mean excludes 0",

@@ -245,7 +245,7 @@ def _gate_line(g: GateResult) -> str:
     measured = _fmt(values[0]) if len(values) == 1 else format_mean_sd(*mean_sd(values), _fmt)
     mark = "met" if g.holds else "FAILED"
     if gate.over == "mean":
-        return f"gate {gate.describe()}{why}: {measured}, CI end {_fmt(gate.bound(values))}: {mark}"
+        return f"gate {gate.describe()}{why}: {measured}, CI end {_fmt(gate.bound(g.values))}: {mark}"
     return f"gate {gate.describe()}{why}: {measured}, {g.passed}/{len(values)} seeds: {mark}"
 
 

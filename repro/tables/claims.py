@@ -106,17 +106,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from scipy.stats import t as t_dist
 
 from repro.errors import ConfigError
 from repro.tables.across import Point, Universe, config_diff, fact_estimate, rank_correlation, run_points
 from repro.tables.stats import (
-    ALPHA,
     Estimate,
     item_seed_bootstrap,
     mde,
     mde_normal,
-    mean_sd,
     paired_effect,
     seeds_needed,
     summarize,
@@ -289,14 +286,11 @@ class Gate:
             self.op
         ]
 
-    def bound(self, values: list[float]) -> float:
-        """The end of the seeds' 95% t interval of the mean that must meet the gate: the lower end
-        for >= / >, the upper for <= / <; NaN below 2 seeds (no interval)."""
-        mean, sd = mean_sd(values)
-        if len(values) < 2:
-            return math.nan
-        half = float(t_dist.ppf(1 - ALPHA, len(values) - 1)) * sd / math.sqrt(len(values))
-        return mean - half if self.op in (">=", ">") else mean + half
+    def bound(self, values: Mapping[int, float]) -> float:
+        """The end of the seeds' 95% t interval of the mean ({seed: value}, `summarize`) that must
+        meet the gate: the lower end for >= / >, the upper for <= / <; NaN below 2 seeds (no interval)."""
+        ci = summarize(values).ci
+        return math.nan if ci is None else ci[0] if self.op in (">=", ">") else ci[1]
 
     def describe(self) -> str:
         where = ", 95% CI of the mean over seeds" if self.over == "mean" else ""
@@ -320,7 +314,7 @@ class GateResult:
         if not self.values:
             return None
         if self.gate.over == "mean":  # NaN bound (one seed): not established, so not met
-            return self.gate.holds(self.gate.bound(list(self.values.values())))
+            return self.gate.holds(self.gate.bound(self.values))
         return self.passed == len(self.values)
 
 

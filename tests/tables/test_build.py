@@ -518,7 +518,9 @@ def test_a_gate_over_the_mean_tolerates_a_low_seed_only_when_the_interval_clears
     assert GateResult(upper, {1: 0.08, 2: 0.09, 3: 0.085}).holds is True
     assert GateResult(upper, {1: 0.05, 2: 0.09, 3: 0.12}).holds is False
     # The bound is the t interval's end: mean 0.085, sd 0.005, n 3.
-    assert upper.bound([0.08, 0.09, 0.085]) == pytest.approx(0.085 + stats.t.ppf(0.975, 2) * 0.005 / 3**0.5)
+    assert upper.bound({1: 0.08, 2: 0.09, 3: 0.085}) == pytest.approx(
+        0.085 + stats.t.ppf(0.975, 2) * 0.005 / 3**0.5
+    )
 
 
 def test_headline_counts_split_paper_summary_and_precondition_claims(dirs):
