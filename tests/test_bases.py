@@ -49,7 +49,10 @@ def test_shipped_base_matches_its_manifest(k):
     [
         # clipping_bottleneck's micro scale file: world v3 and its pretraining recipe
         ("arith_v3", ("experiment=clipping_bottleneck/dapo",)),
-        # world v2 (States: tests/tasks/test_states_micro_scale.py), composed directly
+        # states_not_tokens's micro scale file: world v3c and the same recipe
+        # (tests/tasks/test_states_micro_scale.py)
+        ("arith_v3c", ("experiment=states_not_tokens/stress_sft",)),
+        # world v2 (the previous States rerun's world, still composable), composed directly
         ("arith_v2", ("task=arith_v2",)),
     ],
 )

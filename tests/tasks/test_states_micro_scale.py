@@ -1,5 +1,5 @@
 """The States package's micro scale file (experiments/states_not_tokens/scales/micro.yaml, issue 10):
-every arm on world v2 (the task `task=arith_v2` composes, so the shipped v2 bases load by spec), a
+every arm on world v3c (the task `task=arith_v3c` composes, so the shipped v3c bases load by spec), a
 40-token budget for every trainer, LoRA r 8 / alpha 16 wherever an arm trains adapters, offline
 distillation capped at OPD's supervised tokens; the command line still wins.
 
@@ -19,17 +19,17 @@ ARMS = package_arms(ROOT, "states_not_tokens")
 
 
 @pytest.fixture(scope="module")
-def v2_task():
-    return OmegaConf.to_container(compose("task=arith_v2", validate=False).task, resolve=True)
+def v3c_task():
+    return OmegaConf.to_container(compose("task=arith_v3c", validate=False).task, resolve=True)
 
 
 @pytest.mark.parametrize("arm", ARMS)
-def test_every_arm_is_on_world_v2_with_a_40_token_budget(arm, v2_task):
+def test_every_arm_is_on_world_v3c_with_a_40_token_budget(arm, v3c_task):
     cfg = compose(f"experiment=states_not_tokens/{arm}", "seed=2")
-    assert OmegaConf.to_container(cfg.task, resolve=True) == v2_task
+    assert OmegaConf.to_container(cfg.task, resolve=True) == v3c_task
     assert cfg.trainer.max_new_tokens == 40
     folder, source = locate_base(cfg.task, cfg.model, cfg.paths.cache_dir)
-    assert (folder.name, source) == ("arith_v2_base1", "shipped")  # seed 2 -> base 1, no pretraining
+    assert (folder.name, source) == ("arith_v3c_base1", "shipped")  # seed 2 -> base 1, no pretraining
     lora = cfg.trainer.get("lora")
     if cfg.trainer.name in ("sft", "opd", "offline_distill"):
         assert (lora.r, lora.alpha) == (8, 16)
@@ -57,7 +57,7 @@ def test_other_scales_are_untouched():
 
 def test_the_budget_fits_every_valid_answer_in_every_style():
     """The confound of the landed world (a 3-step third-style answer needs 27 tokens, the budget was
-    24) cannot recur: on world v2 every demonstration in either SFT style, and every problem's worked
+    24) cannot recur: on world v3c every demonstration in either SFT style, and every problem's worked
     solution, fits the package's budget with its EOS, held-out (in-distribution) and train problems."""
     import random
 
