@@ -362,6 +362,51 @@ def _bases(runs: RunSet) -> str:
     return "; ".join(parts) or "—"
 
 
+# Config keys that differ between the seeds of one arm by design: the seed itself, the base it picks
+# (also inside a peer's or teacher's model), the thread count a launcher sets, where files live.
+PER_SEED_KEYS = ("seed", "model.base", "trainer.threads", "paths")
+
+
+def _config_signature(rec: dict[str, Any]) -> str:
+    """An arm's config as every seed should share it: per-seed keys dropped, and a checkpoint path
+    (`<cache_dir>/checkpoints/<config hash>/seed3`: a teacher made from this seed's base) reduced to
+    `checkpoints/*`."""
+
+    def per_seed(path: str) -> bool:
+        return path in PER_SEED_KEYS or path.endswith(".model.base") or path.endswith(".seed")
+
+    def walk(node: Any, path: str = "") -> Any:
+        if isinstance(node, dict):
+            return {
+                k: walk(v, f"{path}.{k}" if path else k)
+                for k, v in node.items()
+                if not per_seed(f"{path}.{k}" if path else k)
+            }
+        if isinstance(node, list):
+            return [walk(v, path) for v in node]
+        if isinstance(node, str):
+            return re.sub(r"checkpoints/[0-9a-f]+/seed\d+", "checkpoints/*", node)
+        return node
+
+    return json.dumps(walk(rec.get("config") or {}), sort_keys=True, default=str)
+
+
+def _mixed_configs(runs: RunSet) -> list[str]:
+    """Arms whose seeds were run under different configs (a setting changed between a quick tier and
+    a later tier, with the old records kept): their rows pool both. One line per such arm."""
+    lines = []
+    for scale, arms in sorted(runs.records.items()):
+        for arm, seeds in sorted(arms.items()):
+            groups: dict[str, list[int]] = defaultdict(list)
+            for seed, rec in sorted(seeds.items()):
+                if rec.get("config"):
+                    groups[_config_signature(rec)].append(seed)
+            if len(groups) > 1:
+                parts = " | ".join(", ".join(map(str, g)) for g in sorted(groups.values()))
+                lines.append(f"`{scale}/{arm}`: {len(groups)} configs (seeds {parts})")
+    return lines
+
+
 def _tier(arms: dict[str, dict[int, Any]], suite_seeds: Sequence[int] | None) -> str:
     """Which tier made a scale's records: the suite's quick seeds, more (power), or fewer."""
     seeds = sorted({s for by_seed in arms.values() for s in by_seed})
@@ -588,6 +633,15 @@ def render_markdown(
         "",
         f"Base models (sha256 of the weights runs started from): {_bases(runs)}.",
         "",
+        *(
+            [
+                "**Mixed configs** (an arm's seeds ran under different settings and its rows pool them; "
+                "delete the stale records and rerun): " + "; ".join(mixed) + ".",
+                "",
+            ]
+            if (mixed := _mixed_configs(runs))
+            else []
+        ),
         f"<!-- repro:runs={runs.n} -->",
         "",
     ]

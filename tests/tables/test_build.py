@@ -138,6 +138,38 @@ def test_table_verdicts_and_marker(dirs):
     assert re.search(r"\| micro \| other \| — \| not run \|", md)
 
 
+def _config(seed: int, lr: float = 1e-4) -> dict:
+    """A record's config with the keys that differ per seed by design (seed, its base, threads, a
+    teacher checkpoint made from that seed's base)."""
+    return {
+        "seed": seed,
+        "model": {"base": (seed - 1) % 3, "kind": "micro"},
+        "trainer": {
+            "lr": lr,
+            "threads": seed % 2 + 1,
+            "teacher": f"<cache_dir>/checkpoints/{seed:016x}/seed{seed}",
+        },
+        "paths": {"root": f"/machine{seed}"},
+    }
+
+
+@pytest.mark.parametrize("stale_lr", [None, 3e-4])
+def test_mixed_configs_within_an_arm_are_named(dirs, stale_lr):
+    """An arm whose seeds ran under different settings (a config changed and old records were kept)
+    is named in the header with its seed groups; per-seed keys alone never make a mix."""
+    results, tables = dirs
+    for seed, acc in [(1, 0.60), (2, 0.62), (3, 0.58)]:
+        rec = make_record("base", seed, acc)
+        rec["config"] = _config(seed, lr=stale_lr if (stale_lr and seed == 3) else 1e-4)
+        write_record(results, rec)
+    write_tables(SLUG, results, tables)
+    md = (tables / SLUG / "comparison.md").read_text()
+    if stale_lr is None:
+        assert "Mixed configs" not in md
+    else:
+        assert "**Mixed configs**" in md and "`micro/base`: 2 configs (seeds 1, 2 | 3)" in md
+
+
 def test_figures_written_and_embedded(dirs):
     results, tables = dirs
     report = write_tables(SLUG, results, tables)
