@@ -130,6 +130,18 @@ def test_v3_calibration_table_is_generated_from_the_committed_records():
     assert "eval/" not in text and "acc" not in text
 
 
+def test_v3_calibration_round2_table_is_generated_from_the_committed_records():
+    """Round 2 of the v3 calibration (RULE.md, fixed before its runs): lag 8 at 100 steps x seeds 1-6
+    of dapo_nsr; the committed table is the script's output and names no candidate."""
+    cal = _load("clip_calibration")
+    folder = REPO / "benchmarks" / "clip_calibration_v3" / "round2"
+    rows = cal.rows_of(folder / "records")
+    assert len(rows) == 6 and {(r["trainer.staleness"], r["trainer.steps"]) for r in rows} == {(8, 100)}
+    text = cal.render_choice(rows, "benchmarks/clip_calibration_v3/round2/records", "mean")
+    assert (folder / "calibration.md").read_text() == text + "\n"
+    assert "No candidate passes" in text and "eval/" not in text
+
+
 def test_round3_rule_takes_the_first_candidate_meeting_every_gate_with_margin():
     cal = _load("clip_calibration")
     knobs = dict.fromkeys(cal.KNOBS, 1) | {"arm": "dapo_nsr"}
