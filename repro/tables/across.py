@@ -34,8 +34,9 @@ Universe = Mapping[str, Mapping[str, Mapping[int, Record]]]  # paper -> arm -> s
 N_BOOT = 2000
 BOOT_SEED = 0
 _RETENTION_PREFIX = "eval/retention/"
-# Config keys that do not change what a run computes (as repro.provenance's hash leaves them out).
-_NOT_COMPUTATION = ("paper", "arm", "paths", "tracking", "hydra", "seed")
+# Config keys that do not change what a run computes (as repro.provenance's hash leaves them out);
+# `trainer.threads` neither (changed_keys; build's mixed-config check uses both).
+NOT_COMPUTATION = ("paper", "arm", "paths", "tracking", "hydra", "seed")
 
 
 def _curve(record: Record, metric: str) -> list[float]:
@@ -141,8 +142,8 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(treatment: Mapping[str, Any], control: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Leaf keys (dotted) whose values differ between two recorded configs, with (control value,
     treatment value); keys that do not change the computation (names, paths, seed) are left out."""
-    a = _leaves({k: v for k, v in control.items() if k not in _NOT_COMPUTATION})
-    b = _leaves({k: v for k, v in treatment.items() if k not in _NOT_COMPUTATION})
+    a = _leaves({k: v for k, v in control.items() if k not in NOT_COMPUTATION})
+    b = _leaves({k: v for k, v in treatment.items() if k not in NOT_COMPUTATION})
     a.pop("trainer.threads", None), b.pop("trainer.threads", None)
     missing = object()
     diff = {}

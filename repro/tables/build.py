@@ -35,6 +35,7 @@ from repro.errors import ConfigError
 from repro.io import atomic_write_text
 from repro.paths import check_under
 from repro.records import SCHEMAS, line_of, record_problem
+from repro.tables.across import NOT_COMPUTATION
 from repro.tables.claims import (
     NOT_RECORDED,
     NOT_RUN,
@@ -362,26 +363,22 @@ def _bases(runs: RunSet) -> str:
     return "; ".join(parts) or "—"
 
 
-# Config keys that differ between the seeds of one arm by design: the seed itself, the base it picks
-# (also inside a peer's or teacher's model), the thread count a launcher sets, where files live.
-PER_SEED_KEYS = ("seed", "model.base", "trainer.threads", "paths")
-
-
 def _config_signature(rec: dict[str, Any]) -> str:
-    """An arm's config as every seed should share it: per-seed keys dropped, and a checkpoint path
-    (`<cache_dir>/checkpoints/<config hash>/seed3`: a teacher made from this seed's base) reduced to
-    `checkpoints/*`."""
+    """An arm's config as every seed should share it. Left out: the keys that do not change the
+    computation (`NOT_COMPUTATION` and `trainer.threads`, as `across.changed_keys` leaves them out),
+    the base a seed picks (`model.base`, also inside a peer's or teacher's model, and any nested
+    `seed`), and a checkpoint path made from the seed's base
+    (`<cache_dir>/checkpoints/<config hash>/seed3`, a teacher) reduced to `checkpoints/*`."""
 
-    def per_seed(path: str) -> bool:
-        return path in PER_SEED_KEYS or path.endswith(".model.base") or path.endswith(".seed")
+    def kept(key: str) -> bool:
+        return key not in (*NOT_COMPUTATION, "trainer.threads", "model.base") and not key.endswith(
+            (".model.base", ".seed")
+        )
 
     def walk(node: Any, path: str = "") -> Any:
         if isinstance(node, dict):
-            return {
-                k: walk(v, f"{path}.{k}" if path else k)
-                for k, v in node.items()
-                if not per_seed(f"{path}.{k}" if path else k)
-            }
+            keys = {k: f"{path}.{k}" if path else k for k in node}
+            return {k: walk(v, keys[k]) for k, v in node.items() if kept(keys[k])}
         if isinstance(node, list):
             return [walk(v, path) for v in node]
         if isinstance(node, str):
