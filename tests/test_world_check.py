@@ -122,12 +122,15 @@ def test_round3_calibration_table_is_generated_from_the_committed_records():
         ("clip_calibration_v3", {(10, 0.5, 30), (12, 0.5, 30)}),
         # round 2: lag 8 at 100 steps
         ("clip_calibration_v3/round2", {(8, 0.5, 100)}),
+        # round 3: the rescue's noise width, per arm (lag 8, 30 steps)
+        ("clip_calibration_v3/round3/dapo_nsr", {(8, 0.75, 30), (8, 0.9, 30)}),
+        ("clip_calibration_v3/round3/gspo_nsr", {(8, 2e-3, 30), (8, 3e-3, 30)}),
     ],
 )
 def test_v3_calibration_tables_are_generated_from_the_committed_records(folder, knobs):
     """World v3's rounds (clip_calibration_v3/RULE.md, each fixed before its runs): seeds 1-6 of
-    dapo_nsr per candidate, gates over the mean; each committed table is the script's output, shows
-    no accuracy and chose nothing."""
+    the arm (dapo_nsr; round 3 also gspo_nsr) per candidate, gates over the mean; each committed
+    table is the script's output, shows no accuracy and chose nothing."""
     cal = _load("clip_calibration")
     rows = cal.rows_of(REPO / "benchmarks" / folder / "records")
     assert len(rows) == 6 * len(knobs)
