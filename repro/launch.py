@@ -916,9 +916,7 @@ def _gates_may_pass(gates) -> bool:
     """True when every failed gate is judged over the mean and the mean itself meets it: more seeds
     narrow its interval and may establish it (a gate on every seed can only fail more often)."""
     failed = [g for g in gates if g.holds is False]
-    return bool(failed) and all(
-        g.gate.over == "mean" and g.gate.holds(sum(g.values.values()) / len(g.values)) for g in failed
-    )
+    return bool(failed) and all(g.gate.over == "mean" and g.gate.holds(g.mean) for g in failed)
 
 
 def _print_plan(

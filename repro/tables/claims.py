@@ -310,6 +310,11 @@ class GateResult:
         return sum(self.gate.holds(v) for v in self.values.values())
 
     @property
+    def mean(self) -> float:
+        """The seeds' mean (`summarize`, as the interval `Gate.bound` is centred on); NaN if none."""
+        return summarize(self.values).mean if self.values else math.nan
+
+    @property
     def holds(self) -> bool | None:
         if not self.values:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -545,7 +546,9 @@ def test_a_gate_over_the_mean_tolerates_a_low_seed_only_when_the_interval_clears
     assert GateResult(replace(gate, over="every_seed"), six).holds is False
     wide = {1: 0.002, 2: 0.012, 3: 0.022, 4: 0.030, 5: 0.004, 6: 0.016}  # mean 0.0143, wide CI
     assert GateResult(gate, wide).holds is False
+    assert GateResult(gate, wide).mean == pytest.approx(0.086 / 6)  # the centre the interval is on
     assert GateResult(gate, {1: 0.5}).holds is False  # one seed: no interval, not established
+    assert math.isnan(GateResult(gate, {}).mean)
     upper = Gate("a", "run/clipfrac", "<=", 0.10, over="mean")  # the upper end must be below
     assert GateResult(upper, {1: 0.08, 2: 0.09, 3: 0.085}).holds is True
     assert GateResult(upper, {1: 0.05, 2: 0.09, 3: 0.12}).holds is False
