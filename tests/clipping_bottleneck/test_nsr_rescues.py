@@ -153,6 +153,31 @@ def test_keep_prob_is_the_paper_notes_upper_side_formula_when_noise_cannot_overs
     assert torch.allclose(perturb_keep_prob(ratio, eps_low, eps_high, delta), note, atol=1e-6)
 
 
+@given(
+    eps_low=st.floats(1e-4, 0.3),
+    eps_high=st.floats(1e-4, 0.3),
+    delta=st.floats(1e-3, 0.99),
+    depth=st.floats(1e-6, 0.5),  # how far past the boundary, as a fraction of it
+    high=st.booleans(),
+)
+def test_perturb_keeps_at_most_half_of_any_clipped_token_whatever_delta(
+    eps_low, eps_high, delta, depth, high
+):
+    """Why widening delta does not lift the rescued share of the clipped signal (calibration v3
+    round 3): a clipped token is kept with probability at most 1/2, and at most the in-bounds
+    interval of u, (eps_low + eps_high) / r, over the noise's width 2 delta; so a wider delta reaches
+    deeper tokens by keeping the near-boundary ones less. Just past a boundary p is 1/2 exactly while
+    the noise cannot cross the other boundary."""
+    edge = 1 + eps_high if high else 1 - eps_low
+    r = torch.tensor([edge * (1 + depth) if high else edge * (1 - depth)], dtype=torch.float64)
+    p = perturb_keep_prob(r, eps_low, eps_high, delta).item()
+    assert 0 <= p <= 0.5 + 1e-12
+    assert p <= (eps_low + eps_high) / (2 * delta * r.item()) + 1e-12
+    at_edge = perturb_keep_prob(torch.tensor([edge], dtype=torch.float64), eps_low, eps_high, delta).item()
+    room = (eps_low + eps_high) / edge  # u's in-bounds interval at the edge, as a share of u = 1
+    assert at_edge == pytest.approx(0.5 if delta <= room else room / (2 * delta))
+
+
 @pytest.mark.parametrize(("keep_prob", "band_mult"), [(0.2, 1.5), (0.5, 2.0), (1.0, 1.5)])
 def test_band_keeps_keep_prob_inside_the_band_and_nothing_beyond(keep_prob, band_mult):
     eps_low, eps_high = 0.2, 0.28
