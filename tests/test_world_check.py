@@ -140,6 +140,30 @@ def test_v3_calibration_tables_are_generated_from_the_committed_records(folder, 
     assert "eval/" not in text and "acc" not in text and "No candidate passes" in text
 
 
+def test_round3_rule_takes_the_first_candidate_meeting_every_gate_with_margin():
+    cal = _load("clip_calibration")
+    knobs = dict.fromkeys(cal.KNOBS, 1) | {"arm": "dapo_nsr"}
+
+    def runs(lag, delta, of_clipped):
+        out = []
+        for i, share in enumerate(of_clipped):
+            row = knobs | {"trainer.staleness": lag, "objective.kw.delta": delta, "seed": i}
+            out.append(
+                row | {"run/clipfrac": 0.05, "run/rescued_sig": 0.015, "run/rescued_sig_of_clipped": share}
+            )
+        return out
+
+    tight = [0.30, 0.31, 0.29, 0.30]  # every run >= 0.2, mean - 2.5 sd well above
+    noisy = [0.21, 0.35, 0.24, 0.33]  # every run >= 0.2, but mean - 2.5 sd < 0.2
+    assert cal.choose(runs(12, 0.5, tight) + runs(10, 0.5, noisy))[0][1:] == (1, 1, 1, 0.5, 1, 1, 1, 12)
+    assert cal.choose(runs(10, 0.5, noisy))[0] is None
+    # The first passing candidate in RULE.md's order (lag, then delta) wins.
+    assert cal.choose(runs(10, 0.7, tight) + runs(12, 0.5, tight))[0][-1] == 10
+    g = cal.gate_margin([0.05, 0.06, 0.05], 0.02, 0.10)
+    assert g["ok"] and not cal.gate_margin([0.05, 0.06, 0.11], 0.02, 0.10)["every"]
+    assert not cal.gate_margin([0.08, 0.09, 0.05], 0.02, 0.10)["ok"]  # mean + 2.5 sd > 0.10
+
+
 def test_v3_rule_judges_a_gate_by_the_interval_of_its_mean():
     """clip_calibration_v3/RULE.md: a gate holds when the 95% t interval of the mean over the runs
     lies inside its bounds, as the table's `over: mean` does; one run outside does not decide."""
