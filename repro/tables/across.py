@@ -34,9 +34,10 @@ Universe = Mapping[str, Mapping[str, Mapping[int, Record]]]  # paper -> arm -> s
 N_BOOT = 2000
 BOOT_SEED = 0
 _RETENTION_PREFIX = "eval/retention/"
-# Config keys that do not change what a run computes (as repro.provenance's hash leaves them out);
-# `trainer.threads` neither (changed_keys; build's mixed-config check uses both).
+# Config keys that do not change what a run computes (as repro.provenance's hash leaves them out):
+# top-level groups, and dotted leaves (changed_keys; build's mixed-config check uses both).
 NOT_COMPUTATION = ("paper", "arm", "paths", "tracking", "hydra", "seed")
+NOT_COMPUTATION_LEAVES = ("trainer.threads",)
 
 
 def _curve(record: Record, metric: str) -> list[float]:
@@ -144,7 +145,8 @@ def changed_keys(treatment: Mapping[str, Any], control: Mapping[str, Any]) -> di
     treatment value); keys that do not change the computation (names, paths, seed) are left out."""
     a = _leaves({k: v for k, v in control.items() if k not in NOT_COMPUTATION})
     b = _leaves({k: v for k, v in treatment.items() if k not in NOT_COMPUTATION})
-    a.pop("trainer.threads", None), b.pop("trainer.threads", None)
+    for key in NOT_COMPUTATION_LEAVES:
+        a.pop(key, None), b.pop(key, None)
     missing = object()
     diff = {}
     for key in sorted(set(a) | set(b)):

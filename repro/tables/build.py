@@ -35,7 +35,7 @@ from repro.errors import ConfigError
 from repro.io import atomic_write_text
 from repro.paths import check_under
 from repro.records import SCHEMAS, line_of, record_problem
-from repro.tables.across import NOT_COMPUTATION
+from repro.tables.across import NOT_COMPUTATION, NOT_COMPUTATION_LEAVES
 from repro.tables.claims import (
     NOT_RECORDED,
     NOT_RUN,
@@ -365,13 +365,13 @@ def _bases(runs: RunSet) -> str:
 
 def _config_signature(rec: dict[str, Any]) -> str:
     """An arm's config as every seed should share it. Left out: the keys that do not change the
-    computation (`NOT_COMPUTATION` and `trainer.threads`, as `across.changed_keys` leaves them out),
+    computation (`NOT_COMPUTATION` and `NOT_COMPUTATION_LEAVES`, as `across.changed_keys` leaves them out),
     the base a seed picks (`model.base`, also inside a peer's or teacher's model, and any nested
     `seed`), and a checkpoint path made from the seed's base
     (`<cache_dir>/checkpoints/<config hash>/seed3`, a teacher) reduced to `checkpoints/*`."""
 
     def kept(key: str) -> bool:
-        return key not in (*NOT_COMPUTATION, "trainer.threads", "model.base") and not key.endswith(
+        return key not in (*NOT_COMPUTATION, *NOT_COMPUTATION_LEAVES, "model.base") and not key.endswith(
             (".model.base", ".seed")
         )
 
