@@ -24,7 +24,9 @@ Schema of claimed.yaml (pydantic models below; unknown keys are errors):
                   at: final, direction: 1, min_effect: 0.02}
         requires:                         # optional mechanism gates, each checked on every seed of
           - {arm: sft_new, metric: run/rescued_frac, op: ">=", value: 0.01,   # its arm; one that
-             why: "the rescue acts"}      #   fails makes the verdict `untestable at this scale`
+             why: "the rescue acts"}      #   fails makes the verdict `untestable at this scale`;
+                                          #   metric per scale as a measure's ({micro: .., small: ..}),
+                                          #   a gate naming none at a scale is not checked there
     summary_only:                         # optional: popular-summary statements nothing measures
       - {value: "one SFT epoch, then three RL iterations", source: "popular summary",
          correction: "not in the paper"}   # value and correction required, source optional
@@ -274,12 +276,19 @@ class Gate:
     must lie on the gate's side: a condition on the regime, which more seeds can only make surer)."""
 
     arm: str
-    metric: str
+    metric: str | Mapping[str, str]  # one name for every scale, or scale -> name (as a measure's)
     op: str
     value: float
     at: str = "final"
     why: str = ""
     over: str = "every_seed"
+
+    def at_scale(self, scale: str) -> Gate | None:
+        """This gate with its metric at `scale`; None where it names none there (it does not apply)."""
+        if isinstance(self.metric, str):
+            return self
+        metric = self.metric.get(scale)
+        return None if metric is None else replace(self, metric=metric)
 
     def holds(self, x: float) -> bool:
         return {">=": x >= self.value, "<=": x <= self.value, ">": x > self.value, "<": x < self.value}[
@@ -294,7 +303,10 @@ class Gate:
 
     def describe(self) -> str:
         where = ", 95% CI of the mean over seeds" if self.over == "mean" else ""
-        return f"{self.arm} {self.metric} ({self.at}{where}) {self.op} {self.value:g}"
+        metric = self.metric
+        if not isinstance(metric, str):
+            metric = " | ".join(f"{k}: {v}" for k, v in metric.items())
+        return f"{self.arm} {metric} ({self.at}{where}) {self.op} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -627,7 +639,7 @@ class _Value(_Measure):
 
 class _Gate(_Strict):
     arm: ArmName
-    metric: MetricName
+    metric: MetricSpec
     op: Literal[">=", "<=", ">", "<"]
     value: Number
     at: Literal["final", "mean", "init"] = "final"
@@ -1088,21 +1100,26 @@ def power_of(measure: Measure, est: Estimate) -> Power | None:
 
 
 def _power_and_gates(
-    claim: Claim, records: ArmRecords, est: Estimate, result: str
+    claim: Claim, records: ArmRecords, est: Estimate, result: str, scale: str
 ) -> tuple[str, Power | None, tuple[GateResult, ...]]:
     """The verdict after power (inconclusive -> underpowered when the MDE exceeds min_effect) and
-    gates (untestable when one fails), with the power and the checked gates."""
+    gates (untestable when one fails), with the power and the checked gates (those that name a
+    metric at `scale`)."""
     m = claim.measure
     power = power_of(m, est)
     if result == INCONCLUSIVE and power is not None and power.mde > m.min_effect:
         result = UNDERPOWERED
-    gates = tuple(check_gate(g, records) for g in claim.requires)  # shown with the verdict
+    here = [g for g in (gate.at_scale(scale) for gate in claim.requires) if g is not None]
+    gates = tuple(check_gate(g, records) for g in here)  # shown with the verdict
     if any(g.holds is False for g in gates):
         result = UNTESTABLE
     return result, power, gates
 
 
 def check_gate(gate: Gate, records: ArmRecords) -> GateResult:
+    """`gate` (its metric one name: `Gate.at_scale`) on every seed of its arm that logged it."""
+    if not isinstance(gate.metric, str):
+        raise TypeError(f"gate on {gate.arm}: resolve its per-scale metric first (Gate.at_scale)")
     values = {}
     for seed, rec in (records.get(gate.arm) or {}).items():
         v = metric_value(rec, gate.metric, gate.at)
@@ -1167,7 +1184,7 @@ def evaluate(
         run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
         if not est.n:
             return ClaimResult(claim, scale, NOT_RUN, est, run_ids, notes)
-        result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
+        result, power, gates = _power_and_gates(claim, records, est, verdict(m, est), scale)
         return ClaimResult(claim, scale, result, est, run_ids, notes, power, gates)
     metric = m.metric_at(scale)
     if metric is None:
@@ -1214,7 +1231,7 @@ def evaluate(
     run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
     if est.n < 2:
         notes.append(f"n={est.n}: no CI")
-    result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
+    result, power, gates = _power_and_gates(claim, records, est, verdict(m, est), scale)
     if m.report_only and scale in m.report_only:
         result = REPORTED
         notes.append(f"shown, not judged: {m.report_only[scale]}")
@@ -1252,7 +1269,7 @@ def _evaluate_correlation(
     notes.append("± sd and 95% CI: percentile bootstrap over arms (2000 resamples, fixed seed)")
     if est.ci is None:
         notes.append("fewer than 3 arms or too many tied resamples: no CI")
-    result, power, gates = _power_and_gates(claim, records, est, verdict(m, est))
+    result, power, gates = _power_and_gates(claim, records, est, verdict(m, est), scale)
     return ClaimResult(claim, scale, result, est, {}, tuple(notes), power, gates, points=tuple(points))
 
 

@@ -16,7 +16,7 @@ from repro.config import find_root
 from repro.errors import ConfigError
 from repro.provenance import code_sha256
 from repro.tables import load_records, write_all, write_tables
-from repro.tables.claims import Gate, GateResult
+from repro.tables.claims import Gate, GateResult, check_gate
 
 SLUG = "toy"
 CLAIMED = """
@@ -514,6 +514,34 @@ def test_a_failed_gate_makes_the_verdict_untestable_and_shows_its_value(dirs):
         set_field(results, "base_new", seed, lambda r: r["final"].pop("run/rescued"))
     row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
     assert "**reproduced**" in row and "not logged" in row
+
+
+def test_a_gate_names_its_metric_per_scale_and_applies_only_where_it_names_one(dirs):
+    """A retention task is `facts` at micro and MMLU at small: the gate reads the scale's metric
+    (a micro name at small would be 'not logged' and decide nothing), and a gate that names no
+    metric at a scale is not checked there."""
+    results, tables = dirs
+    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
+    per_scale = GATED.replace(
+        "metric: run/rescued,", "metric: {micro: run/rescued, small: eval/retention/facts_acc},"
+    )
+    (tables / SLUG / "claimed.yaml").write_text(claimed + per_scale)
+    for seed, share in ((1, 0.02), (2, 0.004), (3, 0.04)):
+        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    assert "**untestable at this scale**" in row
+    assert (
+        "gate base_new run/rescued (final) >= 0.01, the rescue acts: 0.021 ± 0.018, 2/3 seeds: FAILED" in row
+    )
+    small_only = GATED.replace("metric: run/rescued,", "metric: {small: eval/retention/facts_acc},")
+    (tables / SLUG / "claimed.yaml").write_text(claimed + small_only)
+    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    assert "**reproduced**" in row and "gate " not in row
+    gate = Gate("a", {"micro": "eval/retention/facts_acc", "small": "eval/retention/mmlu_acc"}, "<", 0.95)
+    assert gate.at_scale("small") == replace(gate, metric="eval/retention/mmlu_acc")
+    assert gate.at_scale("paper") is None
+    with pytest.raises(TypeError, match="at_scale"):
+        check_gate(gate, {})
 
 
 def test_a_gate_over_the_mean_judges_the_regime_by_its_interval(dirs):
