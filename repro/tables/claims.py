@@ -1230,7 +1230,7 @@ def evaluate(
 
     run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
     if est.n < 2:
-        notes.append(f"n={est.n}: no CI")
+        notes.append(f"single-seed row (n={est.n}): no CI, so inconclusive whatever its estimate")
     result, power, gates = _power_and_gates(claim, records, est, verdict(m, est), scale)
     if m.report_only and scale in m.report_only:
         result = REPORTED

@@ -51,7 +51,10 @@ def format_mean_sd(
     n: int | None = None,
 ) -> str:
     """`mean ± sd`, the mean through `fmt` and the sd through `sd_fmt` (default `fmt`), then
-    ` (n=N)` when `n` is given. What an undefined (nan) sd prints as is up to the formatter."""
+    ` (n=N)` when `n` is given; one value (n=1) has no sd and prints as `mean (n=1)`. What an
+    undefined (nan) sd prints as otherwise is up to the formatter."""
+    if n == 1:
+        return f"{fmt(mean)} (n=1)"
     text = f"{fmt(mean)} ± {(sd_fmt or fmt)(sd)}"
     return text if n is None else f"{text} (n={n})"
 

@@ -403,6 +403,10 @@ def test_results_table_paper_vs_ours(paper_dirs):
     # A single seed shows its value with n=1; a column without a metric at this scale shows –.
     assert table_row(small, "base") == ["base", "0.448", "0.250 (n=1)", "–", "0.910 (n=1)", "0.436", "–"]
     assert table_row(small, "base_new")[2] == "not run"
+    # A claim on that one seed is labelled a single-seed row: its estimate, no CI, no verdict.
+    row = claim_row(section(md, "## Claims at scale `small`"), "trains")
+    assert "+0.200 (n=1)<br><sub>single-seed row (n=1): no CI" in row
+    assert "| undefined (n<2) |" in row and "**inconclusive**" in row
 
 
 def test_results_table_without_runs(tmp_path):
