@@ -113,6 +113,7 @@ from repro.errors import ConfigError
 from repro.tables.across import Point, Universe, config_diff, fact_estimate, rank_correlation, run_points
 from repro.tables.stats import (
     Estimate,
+    item_bootstrap,
     item_seed_bootstrap,
     mde,
     mde_normal,
@@ -1133,9 +1134,10 @@ def _short(run_id: Any) -> str:
 
 
 def _bootstrap(
-    m: Measure, records: ArmRecords, metric: str, seeds: tuple[int, ...]
+    m: Measure, records: ArmRecords, metric: str, seeds: tuple[int, ...], items_only: bool = False
 ) -> tuple[float, float] | str:
-    """The item x seed bootstrap CI of the claim's estimate, or why there is none."""
+    """The item x seed bootstrap CI of the claim's estimate, or why there is none. With
+    `items_only` and one seed: the interval over that seed's eval items alone (`item_bootstrap`)."""
 
     def items(arm: str, at: str) -> dict[int, np.ndarray]:
         out = {}
@@ -1156,9 +1158,9 @@ def _bootstrap(
         return "no per-item results in some records"
     if len({x.size for x in [*a.values(), *b.values()]}) != 1:
         return "per-item results of different eval sets"
-    if len(seeds) < 2:
-        return "fewer than 2 seeds"
     diffs = np.stack([a[s] - b[s] for s in seeds])  # (S, I)
+    if len(seeds) < 2:
+        return "fewer than 2 seeds" if not items_only else item_bootstrap(diffs[0], confidence=0.95)
     return item_seed_bootstrap(diffs, confidence=0.95)
 
 
@@ -1231,6 +1233,11 @@ def evaluate(
     run_ids = {a: [_short(records[a][s].get("run_id")) for s in est.seeds] for a in dict.fromkeys(m.arms)}
     if est.n < 2:
         notes.append(f"single-seed row (n={est.n}): no CI, so inconclusive whatever its estimate")
+        # What one seed can still say: how far the estimate moves when only its eval items are
+        # resampled (eval noise; the seed's own noise is unmeasured), where the records keep items.
+        items = _bootstrap(m, records, metric, est.seeds, items_only=True) if est.n == 1 else None
+        if isinstance(items, tuple):
+            notes.append(f"eval items alone: 95% interval [{items[0]:+.3f}, {items[1]:+.3f}]")
     result, power, gates = _power_and_gates(claim, records, est, verdict(m, est), scale)
     if m.report_only and scale in m.report_only:
         result = REPORTED

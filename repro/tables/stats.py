@@ -147,6 +147,25 @@ def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = 
     return hi
 
 
+def item_bootstrap(
+    diffs: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile CI of the mean of one seed's per-item `diffs` (items,), resampling items only:
+    the eval set's share of the uncertainty of a single-seed estimate (the seed's is not in it)."""
+    diffs = np.asarray(diffs, dtype=float)
+    if diffs.ndim != 1 or diffs.size < 2:
+        raise ValueError(f"item_bootstrap: needs one seed's >= 2 item values, got shape {diffs.shape}")
+    res = stats.bootstrap(
+        (diffs,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def item_seed_bootstrap(
     diffs: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:

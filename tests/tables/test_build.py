@@ -16,7 +16,8 @@ from repro.config import find_root
 from repro.errors import ConfigError
 from repro.provenance import code_sha256
 from repro.tables import load_records, write_all, write_tables
-from repro.tables.claims import Gate, GateResult, check_gate
+from repro.tables.claims import Gate, GateResult, check_gate, item_values
+from repro.tables.stats import item_bootstrap
 
 SLUG = "toy"
 CLAIMED = """
@@ -755,6 +756,41 @@ def test_item_seed_bootstrap_and_mean_of_last_k(dirs):
     set_field(results, "base", 1, lambda r: r.pop("items"))
     r = {x.claim.id: x for x in write_tables(SLUG, results, tables).results}["improves"]
     assert r.ci_method == "t" and any("bootstrap asked for, t used" in n for n in r.notes)
+
+
+def test_a_single_seed_row_shows_the_interval_of_its_eval_items_alone(dirs):
+    """One seed has no CI; where its records keep per-item results the row says how far the
+    estimate moves when only the eval items are resampled (a note: the verdict stays inconclusive)."""
+    results, tables = dirs
+    for path in (results / SLUG / "micro").glob("*/seed[23].json"):
+        path.unlink()
+    rng = np.random.default_rng(0)
+    for arm, p in (("base", 0.6), ("base_new", 0.7)):
+        evals = [[step, items_text(rng.random(200) < p)] for step in (0, 10, 20)]
+        set_field(
+            results, arm, 1, lambda r, e=evals: r.update({"schema": 2, "items": {"eval/id/greedy_acc": e}})
+        )
+    report = write_tables(SLUG, results, tables, force=True)
+    r = {x.claim.id: x for x in report.results}["improves"]
+    assert r.verdict == "inconclusive" and r.estimate.ci is None
+    note = next(n for n in r.notes if n.startswith("eval items alone"))
+    lo, hi = (float(x) for x in re.findall(r"[-+]\d\.\d+", note))
+    a = item_values(
+        json.loads((results / SLUG / "micro" / "base_new" / "seed1.json").read_text()),
+        "eval/id/greedy_acc",
+        "final",
+    )
+    b = item_values(
+        json.loads((results / SLUG / "micro" / "base" / "seed1.json").read_text()),
+        "eval/id/greedy_acc",
+        "final",
+    )
+    assert (lo, hi) == pytest.approx(item_bootstrap(a - b), abs=5e-4) and lo < (a - b).mean() < hi
+    # Without items: no interval, the single-seed label only.
+    set_field(results, "base", 1, lambda r: r.pop("items"))
+    r = {x.claim.id: x for x in write_tables(SLUG, results, tables, force=True).results}["improves"]
+    assert not any(n.startswith("eval items alone") for n in r.notes)
+    assert any(n.startswith("single-seed row (n=1)") for n in r.notes)
 
 
 def test_effects_figure_colours_the_new_verdicts_and_leaves_out_rows_without_an_effect(dirs, monkeypatch):

@@ -15,6 +15,7 @@ from repro.tables.stats import (
     ALPHA,
     POWER,
     format_mean_sd,
+    item_bootstrap,
     item_seed_bootstrap,
     mde,
     mean_sd,
@@ -126,3 +127,22 @@ def test_item_seed_bootstrap_resamples_items_and_seeds():
     assert item_seed_bootstrap(np.full((4, 10), 0.25)) == pytest.approx((0.25, 0.25))
     with pytest.raises(ValueError, match="2 seeds"):
         item_seed_bootstrap(np.ones((1, 10)))
+
+
+def test_item_bootstrap_is_the_item_only_interval_of_one_seed():
+    rng = np.random.default_rng(0)
+    items = rng.normal(0.1, 0.5, size=400)
+    lo, hi = item_bootstrap(items, seed=1)
+    half = 1.96 * items.std(ddof=1) / math.sqrt(items.size)
+    assert lo == pytest.approx(items.mean() - half, abs=0.01) and hi == pytest.approx(
+        items.mean() + half, abs=0.01
+    )
+    # The same as the crossed bootstrap when every seed repeats these items (seeds add nothing).
+    assert item_seed_bootstrap(np.tile(items, (3, 1)), seed=1) == pytest.approx((lo, hi), abs=0.01)
+    # Paired 0/1 items: 19 lost, 14 gained of 100 (a net -0.05) is within eval noise.
+    flips = np.array([-1.0] * 19 + [1.0] * 14 + [0.0] * 67)
+    lo, hi = item_bootstrap(flips)
+    assert lo < -0.05 < hi and lo < 0 < hi
+    assert item_bootstrap(np.full(10, 0.25)) == pytest.approx((0.25, 0.25))
+    with pytest.raises(ValueError, match="one seed"):
+        item_bootstrap(np.ones((2, 10)))
