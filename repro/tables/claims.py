@@ -238,13 +238,11 @@ class Measure:
 
     def metric_at(self, scale: str) -> str | None:
         """The metric judged at `scale`; None if the claim names none there."""
-        return self.metric if isinstance(self.metric, str) else self.metric.get(scale)
+        return metric_at_scale(self.metric, scale)
 
     def describe(self, scale: str | None = None) -> str:
         """Short human description, e.g. `Δ eval/id/greedy_acc (final): sft_new − sft`."""
-        metric = self.metric_at(scale) if scale is not None else self.metric
-        if not isinstance(metric, str):
-            metric = " | ".join(f"{k}: {v}" for k, v in metric.items()) if metric else "–"
+        metric = describe_metric(self.metric_at(scale) if scale is not None else self.metric)
         at = f"mean of last {self.k}" if self.score == "mean_last_k" and self.at == "final" else self.at
         if self.kind == "effect":
             return f"Δ {metric} ({at}): {self.treatment} − {self.control}"
@@ -259,6 +257,18 @@ class Measure:
         if self.kind == "config_diff":
             return f"config values that differ: {self.treatment} vs {self.control}"
         return f"{metric} ({at}), {self.arm}"
+
+
+def metric_at_scale(spec: str | Mapping[str, str], scale: str) -> str | None:
+    """The metric a spec (one name, or scale -> name) names at `scale`; None if it names none there."""
+    return spec if isinstance(spec, str) else spec.get(scale)
+
+
+def describe_metric(spec: str | Mapping[str, str]) -> str:
+    """A metric spec as text: the name, or `micro: a | small: b` (– for an empty mapping)."""
+    if isinstance(spec, str):
+        return spec
+    return " | ".join(f"{k}: {v}" for k, v in spec.items()) if spec else "–"
 
 
 @dataclass(frozen=True)
@@ -286,9 +296,7 @@ class Gate:
 
     def at_scale(self, scale: str) -> Gate | None:
         """This gate with its metric at `scale`; None where it names none there (it does not apply)."""
-        if isinstance(self.metric, str):
-            return self
-        metric = self.metric.get(scale)
+        metric = metric_at_scale(self.metric, scale)
         return None if metric is None else replace(self, metric=metric)
 
     def holds(self, x: float) -> bool:
@@ -304,10 +312,7 @@ class Gate:
 
     def describe(self) -> str:
         where = ", 95% CI of the mean over seeds" if self.over == "mean" else ""
-        metric = self.metric
-        if not isinstance(metric, str):
-            metric = " | ".join(f"{k}: {v}" for k, v in metric.items())
-        return f"{self.arm} {metric} ({self.at}{where}) {self.op} {self.value:g}"
+        return f"{self.arm} {describe_metric(self.metric)} ({self.at}{where}) {self.op} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -369,7 +374,7 @@ class TableColumn:
 
     def metric_at(self, scale: str) -> str | None:
         """The metric this column shows at `scale`; None if the column has none there."""
-        return self.metric if isinstance(self.metric, str) else self.metric.get(scale)
+        return metric_at_scale(self.metric, scale)
 
 
 @dataclass(frozen=True)
@@ -1133,11 +1138,8 @@ def _short(run_id: Any) -> str:
     return str(run_id or "?")[:8]
 
 
-def _bootstrap(
-    m: Measure, records: ArmRecords, metric: str, seeds: tuple[int, ...], items_only: bool = False
-) -> tuple[float, float] | str:
-    """The item x seed bootstrap CI of the claim's estimate, or why there is none. With
-    `items_only` and one seed: the interval over that seed's eval items alone (`item_bootstrap`)."""
+def _item_diffs(m: Measure, records: ArmRecords, metric: str, seeds: tuple[int, ...]) -> np.ndarray | str:
+    """The claim's per-item differences (seeds, items) on `seeds`, or why there are none."""
 
     def items(arm: str, at: str) -> dict[int, np.ndarray]:
         out = {}
@@ -1158,9 +1160,18 @@ def _bootstrap(
         return "no per-item results in some records"
     if len({x.size for x in [*a.values(), *b.values()]}) != 1:
         return "per-item results of different eval sets"
-    diffs = np.stack([a[s] - b[s] for s in seeds])  # (S, I)
+    return np.stack([a[s] - b[s] for s in seeds])  # (S, I)
+
+
+def _bootstrap(
+    m: Measure, records: ArmRecords, metric: str, seeds: tuple[int, ...]
+) -> tuple[float, float] | str:
+    """The item x seed bootstrap CI of the claim's estimate, or why there is none."""
+    diffs = _item_diffs(m, records, metric, seeds)
+    if isinstance(diffs, str):
+        return diffs
     if len(seeds) < 2:
-        return "fewer than 2 seeds" if not items_only else item_bootstrap(diffs[0], confidence=0.95)
+        return "fewer than 2 seeds"
     return item_seed_bootstrap(diffs, confidence=0.95)
 
 
@@ -1235,9 +1246,10 @@ def evaluate(
         notes.append(f"single-seed row (n={est.n}): no CI, so inconclusive whatever its estimate")
         # What one seed can still say: how far the estimate moves when only its eval items are
         # resampled (eval noise; the seed's own noise is unmeasured), where the records keep items.
-        items = _bootstrap(m, records, metric, est.seeds, items_only=True) if est.n == 1 else None
-        if isinstance(items, tuple):
-            notes.append(f"eval items alone: 95% interval [{items[0]:+.3f}, {items[1]:+.3f}]")
+        diffs_1 = _item_diffs(m, records, metric, est.seeds) if est.n == 1 else None
+        if isinstance(diffs_1, np.ndarray):
+            lo, hi = item_bootstrap(diffs_1[0], confidence=0.95)
+            notes.append(f"eval items alone: 95% interval [{lo:+.3f}, {hi:+.3f}]")
     result, power, gates = _power_and_gates(claim, records, est, verdict(m, est), scale)
     if m.report_only and scale in m.report_only:
         result = REPORTED

@@ -496,13 +496,20 @@ def set_field(results: Path, arm: str, seed: int, fn) -> None:
     path.write_text(json.dumps(rec))
 
 
+def gated_row(results: Path, tables: Path, gated: str | None, shares: tuple[float, ...]) -> str:
+    """The `gated` claim's row after base_new's seeds 1.. log `shares` as run/rescued; `gated` (a
+    GATED variant) is declared first unless None (keep the declared one)."""
+    if gated is not None:
+        claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
+        (tables / SLUG / "claimed.yaml").write_text(claimed + gated)
+    for seed, share in enumerate(shares, start=1):
+        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
+    return claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+
+
 def test_a_failed_gate_makes_the_verdict_untestable_and_shows_its_value(dirs):
     results, tables = dirs
-    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
-    (tables / SLUG / "claimed.yaml").write_text(claimed + GATED)
-    for seed, share in ((1, 0.02), (2, 0.03), (3, 0.04)):
-        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
-    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    row = gated_row(results, tables, GATED, (0.02, 0.03, 0.04))
     assert "**reproduced**" in row and "0.030 ± 0.010, 3/3 seeds: met" in row
     # The mechanism acts on too little signal in one seed: the same effect is now untestable.
     set_field(results, "base_new", 2, lambda r: r["final"].update({"run/rescued": 0.004}))
@@ -526,21 +533,16 @@ def test_a_gate_names_its_metric_per_scale_and_applies_only_where_it_names_one(d
     (a micro name at small would be 'not logged' and decide nothing), and a gate that names no
     metric at a scale is not checked there."""
     results, tables = dirs
-    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
     per_scale = GATED.replace(
         "metric: run/rescued,", "metric: {micro: run/rescued, small: eval/retention/facts_acc},"
     )
-    (tables / SLUG / "claimed.yaml").write_text(claimed + per_scale)
-    for seed, share in ((1, 0.02), (2, 0.004), (3, 0.04)):
-        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
-    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    row = gated_row(results, tables, per_scale, (0.02, 0.004, 0.04))
     assert "**untestable at this scale**" in row
     assert (
         "gate base_new run/rescued (final) >= 0.01, the rescue acts: 0.021 ± 0.018, 2/3 seeds: FAILED" in row
     )
     small_only = GATED.replace("metric: run/rescued,", "metric: {small: eval/retention/facts_acc},")
-    (tables / SLUG / "claimed.yaml").write_text(claimed + small_only)
-    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    row = gated_row(results, tables, small_only, (0.02, 0.004, 0.04))
     assert "**reproduced**" in row and "gate " not in row
     gate = Gate("a", {"micro": "eval/retention/facts_acc", "small": "eval/retention/mmlu_acc"}, "<", 0.95)
     assert gate.at_scale("small") == replace(gate, metric="eval/retention/mmlu_acc")
@@ -554,20 +556,14 @@ def test_a_gate_over_the_mean_judges_the_regime_by_its_interval(dirs):
     with its end. At 3 seeds that is stricter than every seed meeting it: 0.02, 0.03, 0.04 all
     exceed 0.01, but the CI's lower end is 0.03 - t(0.975, 2) * 0.01 / sqrt(3) = 0.0052."""
     results, tables = dirs
-    claimed = CLAIMED.replace("metrics: [train/toy_share]", "metrics: [train/toy_share, run/rescued]")
     gated = GATED.replace('why: "the rescue acts"}', 'why: "the rescue acts", over: mean}')
-    (tables / SLUG / "claimed.yaml").write_text(claimed + gated)
-    for seed, share in ((1, 0.02), (2, 0.03), (3, 0.04)):
-        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
-    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    row = gated_row(results, tables, gated, (0.02, 0.03, 0.04))
     assert "**untestable at this scale**" in row
     assert (
         "gate base_new run/rescued (final, 95% CI of the mean over seeds) >= 0.01, the rescue acts: "
         "0.030 ± 0.010, CI end 0.005: FAILED" in row
     )
-    for seed, share in ((1, 0.029), (2, 0.030), (3, 0.031)):  # CI end 0.030 - 4.303 * 0.001 / 1.732
-        set_field(results, "base_new", seed, lambda r, v=share: r["final"].update({"run/rescued": v}))
-    row = claim_row(write_tables(SLUG, results, tables).path.read_text(), "gated")
+    row = gated_row(results, tables, None, (0.029, 0.030, 0.031))  # CI end 0.030 - 4.303 * 0.001 / 1.732
     assert "**reproduced**" in row and "CI end 0.028: met" in row
 
 
@@ -775,15 +771,13 @@ def test_a_single_seed_row_shows_the_interval_of_its_eval_items_alone(dirs):
     assert r.verdict == "inconclusive" and r.estimate.ci is None
     note = next(n for n in r.notes if n.startswith("eval items alone"))
     lo, hi = (float(x) for x in re.findall(r"[-+]\d\.\d+", note))
-    a = item_values(
-        json.loads((results / SLUG / "micro" / "base_new" / "seed1.json").read_text()),
-        "eval/id/greedy_acc",
-        "final",
-    )
-    b = item_values(
-        json.loads((results / SLUG / "micro" / "base" / "seed1.json").read_text()),
-        "eval/id/greedy_acc",
-        "final",
+    a, b = (
+        item_values(
+            json.loads((results / SLUG / "micro" / arm / "seed1.json").read_text()),
+            "eval/id/greedy_acc",
+            "final",
+        )
+        for arm in ("base_new", "base")
     )
     assert (lo, hi) == pytest.approx(item_bootstrap(a - b), abs=5e-4) and lo < (a - b).mean() < hi
     # Without items: no interval, the single-seed label only.
